@@ -1,0 +1,582 @@
+//! The `hybridb` command line: a thin layer over the library.
+
+use std::collections::HashMap;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use hybridb::dataset::{self, DatasetDir, QueryRecord};
+use hybridb::eval::{self, Metrics};
+use hybridb::{
+    Analyzer, Database, DenseMode, Document, Fusion, Hit, Leg, Metric, Query, Schema, SparseVector,
+    npy,
+};
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+
+#[derive(Parser)]
+#[command(
+    name = "hybridb",
+    version,
+    about = "Embedded hybrid-retrieval database"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Ingest a dataset folder (corpus.jsonl + optional vectors) or a JSONL file, in one commit.
+    Ingest {
+        #[arg(long)]
+        db: PathBuf,
+        /// Dataset folder in the layout of datasets/README.md.
+        #[arg(long, conflicts_with = "jsonl")]
+        dataset: Option<PathBuf>,
+        /// Plain JSONL: {"id","title","text","metadata"} per line, "dense"/"sparse" optional.
+        #[arg(long)]
+        jsonl: Option<PathBuf>,
+        /// Dense metric for a new database.
+        #[arg(long, default_value = "cosine")]
+        metric: Metric,
+        /// BM25 analyzer for a new database: hangul-bigram or default.
+        #[arg(long, default_value = "hangul-bigram")]
+        analyzer: Analyzer,
+    },
+    /// Convert SQuAD-format JSON (KorQuAD, KLUE MRC) into a dataset folder.
+    ImportSquad {
+        file: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Answer every query of a dataset folder and print a TREC run.
+    Run {
+        #[arg(long)]
+        db: PathBuf,
+        #[arg(long)]
+        queries: PathBuf,
+        #[command(flatten)]
+        plan: PlanArgs,
+        /// Run tag (last column).
+        #[arg(long, default_value = "hybridb")]
+        tag: String,
+    },
+    /// Recall@1/5/10/20/100, MRR@10 and nDCG@10 of a run file, or of each leg and the fusion.
+    Eval {
+        #[arg(long)]
+        queries: PathBuf,
+        #[arg(long, conflicts_with = "db")]
+        run: Option<PathBuf>,
+        #[arg(long)]
+        db: Option<PathBuf>,
+        #[command(flatten)]
+        plan: PlanArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Search with text and/or a query vector from a .npy file.
+    Search {
+        #[arg(long)]
+        db: PathBuf,
+        text: Option<String>,
+        #[arg(long, requires = "row")]
+        vector_file: Option<PathBuf>,
+        #[arg(long)]
+        row: Option<usize>,
+        #[command(flatten)]
+        plan: PlanArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Counts and sizes.
+    Stats {
+        #[arg(long)]
+        db: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete documents by id, in one commit.
+    Delete {
+        #[arg(long)]
+        db: PathBuf,
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Rebuild the HNSW graph without deleted documents and merge the text index.
+    Compact {
+        #[arg(long)]
+        db: PathBuf,
+    },
+}
+
+#[derive(Args, Clone)]
+struct PlanArgs {
+    /// Legs to run, comma separated (default: every leg the query has input for).
+    #[arg(long, value_delimiter = ',')]
+    legs: Option<Vec<Leg>>,
+    /// rrf or weighted.
+    #[arg(long, default_value = "rrf")]
+    fusion: String,
+    #[arg(long, default_value_t = 60.0)]
+    rrf_k: f32,
+    /// Leg weight in fusion, as LEG=W; repeatable.
+    #[arg(long = "weight", value_parser = parse_weight)]
+    weights: Vec<(Leg, f32)>,
+    /// Hits per query.
+    #[arg(long)]
+    k: Option<usize>,
+    /// Candidates per leg before fusion.
+    #[arg(long)]
+    depth: Option<usize>,
+    /// Dense search mode: auto, exact or hnsw.
+    #[arg(long, default_value = "auto")]
+    dense_mode: String,
+    /// Metadata equality filter, as PATH=JSON (e.g. source="klue" or year=2020); repeatable.
+    #[arg(long = "filter", value_parser = parse_filter)]
+    filters: Vec<(String, serde_json::Value)>,
+}
+
+fn parse_weight(s: &str) -> Result<(Leg, f32), String> {
+    let (leg, w) = s.split_once('=').ok_or("expected LEG=WEIGHT")?;
+    let leg: Leg = leg.parse().map_err(|e: hybridb::Error| e.to_string())?;
+    let w: f32 = w
+        .parse()
+        .map_err(|_| format!("weight {w:?} is not a number"))?;
+    Ok((leg, w))
+}
+
+fn parse_filter(s: &str) -> Result<(String, serde_json::Value), String> {
+    let (path, v) = s.split_once('=').ok_or("expected PATH=VALUE")?;
+    // A bare word is taken as a string; anything that parses as JSON is JSON.
+    let value = serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.into()));
+    Ok((path.to_string(), value))
+}
+
+impl PlanArgs {
+    fn query(&self, default_k: usize) -> Result<Query> {
+        let mut q = Query::new().k(self.k.unwrap_or(default_k));
+        if let Some(d) = self.depth {
+            q = q.depth(d);
+        }
+        if let Some(legs) = &self.legs {
+            q = q.legs(legs);
+        }
+        q = q.fusion(match self.fusion.as_str() {
+            "rrf" => Fusion::Rrf { k: self.rrf_k },
+            "weighted" => Fusion::Weighted,
+            other => bail!("unknown fusion {other:?} (expected rrf or weighted)"),
+        });
+        for (leg, w) in &self.weights {
+            q = q.weight(*leg, *w);
+        }
+        q = q.dense_mode(match self.dense_mode.as_str() {
+            "auto" => DenseMode::Auto,
+            "exact" => DenseMode::Exact,
+            "hnsw" => DenseMode::Approximate,
+            other => bail!("unknown dense mode {other:?} (expected auto, exact or hnsw)"),
+        });
+        for (path, value) in &self.filters {
+            q = q.filter_eq(path.clone(), value.clone());
+        }
+        Ok(q)
+    }
+}
+
+fn main() {
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Ingest {
+            db,
+            dataset,
+            jsonl,
+            metric,
+            analyzer,
+        } => ingest(&db, dataset.as_deref(), jsonl.as_deref(), metric, analyzer),
+        Command::ImportSquad { file, out } => {
+            let s = hybridb::squad::import_squad(&file, &out)?;
+            println!(
+                "wrote {}: {} documents ({} duplicate paragraphs merged), {} queries ({} unanswerable)",
+                out.display(),
+                s.documents,
+                s.duplicate_paragraphs,
+                s.queries,
+                s.unanswerable
+            );
+            Ok(())
+        }
+        Command::Run {
+            db,
+            queries,
+            plan,
+            tag,
+        } => {
+            let db = Database::open(&db)?;
+            let set = QuerySet::load(&queries)?;
+            let runs = answer_all(&db, &set, &plan.query(100)?)?;
+            let mut out = BufWriter::new(std::io::stdout().lock());
+            for (q, hits) in set.queries.iter().zip(&runs) {
+                for (i, h) in hits.iter().enumerate() {
+                    eval::write_trec_line(&mut out, &q.id, &h.id, i + 1, h.score, &tag)?;
+                }
+            }
+            out.flush()?;
+            Ok(())
+        }
+        Command::Eval {
+            queries,
+            run,
+            db,
+            plan,
+            json,
+        } => eval_cmd(&queries, run.as_deref(), db.as_deref(), &plan, json),
+        Command::Search {
+            db,
+            text,
+            vector_file,
+            row,
+            plan,
+            json,
+        } => {
+            let db = Database::open(&db)?;
+            let mut q = plan.query(10)?;
+            if let Some(t) = text {
+                q = q.text(t);
+            }
+            if let (Some(f), Some(r)) = (vector_file, row) {
+                q = q.dense(npy::read_f32_row(&f, r)?);
+            }
+            let hits = db.search(&q)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&hits)?);
+            } else {
+                print_hits(&hits);
+            }
+            Ok(())
+        }
+        Command::Stats { db, json } => {
+            let s = Database::open(&db)?.stats()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                let v = serde_json::to_value(&s)?;
+                for (k, v) in v.as_object().into_iter().flatten() {
+                    println!("{k:>22}  {v}");
+                }
+            }
+            Ok(())
+        }
+        Command::Delete { db, ids } => {
+            let db = Database::open(&db)?;
+            let mut w = db.writer()?;
+            for id in &ids {
+                w.delete(id)?;
+            }
+            let info = w.commit()?;
+            println!("commit {}: {} removed", info.seq, info.removed);
+            Ok(())
+        }
+        Command::Compact { db } => {
+            let db = Database::open(&db)?;
+            let spinner = spinner("compacting");
+            db.compact()?;
+            spinner.finish_and_clear();
+            let s = db.stats()?;
+            println!(
+                "compacted: {} documents, {} HNSW points, {} bytes on disk",
+                s.documents, s.hnsw_points, s.disk_bytes
+            );
+            Ok(())
+        }
+    }
+}
+
+fn ingest(
+    db_path: &Path,
+    dataset: Option<&Path>,
+    jsonl: Option<&Path>,
+    metric: Metric,
+    analyzer: Analyzer,
+) -> Result<()> {
+    let (corpus, dense, sparse) = match (dataset, jsonl) {
+        (Some(d), _) => {
+            let d = DatasetDir::open(d)?;
+            let dense = d
+                .corpus_dense()
+                .map(|p| npy::read_f32_matrix(&p))
+                .transpose()?;
+            let sparse = match d.corpus_sparse() {
+                Some(p) => {
+                    Some(dataset::read_sparse_jsonl(&p)?.collect::<hybridb::Result<Vec<_>>>()?)
+                }
+                None => None,
+            };
+            (d.corpus(), dense, sparse)
+        }
+        (None, Some(f)) => (f.to_path_buf(), None, None),
+        (None, None) => bail!("give --dataset DIR or --jsonl FILE"),
+    };
+    // Read and validate every line before anything is written.
+    let lines: Vec<dataset::DocLine> = dataset::read_docs_jsonl(&corpus)?
+        .collect::<hybridb::Result<_>>()
+        .with_context(|| "nothing was ingested")?;
+    if let Some(m) = &dense
+        && m.rows != lines.len()
+    {
+        bail!(
+            "corpus.dense.npy has {} rows but {} has {} documents; nothing was ingested",
+            m.rows,
+            corpus.display(),
+            lines.len()
+        );
+    }
+    if let Some(s) = &sparse
+        && s.len() != lines.len()
+    {
+        bail!(
+            "corpus.sparse.jsonl has {} lines but the corpus has {} documents; nothing was ingested",
+            s.len(),
+            lines.len()
+        );
+    }
+    let dim = dense
+        .as_ref()
+        .map(|m| m.dim)
+        .or_else(|| lines.iter().find_map(|l| l.dense.as_ref().map(Vec::len)));
+    let has_sparse = sparse.is_some() || lines.iter().any(|l| l.sparse.is_some());
+    let mut schema = Schema::new().text_with(analyzer);
+    if let Some(dim) = dim {
+        schema = schema.dense(dim, metric);
+    }
+    if has_sparse {
+        schema = schema.sparse();
+    }
+    let db = if db_path.join("docs.redb").exists() {
+        Database::open(db_path)?
+    } else {
+        Database::open_or_create(db_path, schema)?
+    };
+    let bar = ProgressBar::new(lines.len() as u64).with_style(ProgressStyle::with_template(
+        "{msg} {bar:40} {pos}/{len} docs ({per_sec}, eta {eta})",
+    )?);
+    bar.set_message("staging");
+    let mut w = db.writer()?;
+    let total = lines.len();
+    for (i, l) in lines.into_iter().enumerate() {
+        let mut doc = Document::new(l.doc.id)
+            .title(l.doc.title)
+            .text(l.doc.text)
+            .metadata(l.doc.metadata);
+        let vector = l
+            .dense
+            .or_else(|| dense.as_ref().and_then(|m| m.row(i)).map(<[f32]>::to_vec));
+        if let Some(v) = vector {
+            doc = doc.dense(v);
+        }
+        let sp = l
+            .sparse
+            .or_else(|| sparse.as_ref().and_then(|s| s.get(i).cloned()));
+        if let Some(s) = sp {
+            doc = doc.sparse(
+                SparseVector::new(s.indices, s.values)
+                    .with_context(|| format!("{}:{}: sparse", corpus.display(), l.line))?,
+            );
+        }
+        w.upsert(doc)
+            .with_context(|| format!("{}:{}; nothing was ingested", corpus.display(), l.line))?;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let spinner = spinner(&format!("committing {total} documents (indexing)"));
+    let started = std::time::Instant::now();
+    let info = w.commit()?;
+    spinner.finish_and_clear();
+    db.checkpoint()?;
+    println!(
+        "commit {}: {} documents written, {} replaced, in {:.1}s; {} live documents",
+        info.seq,
+        info.upserted,
+        info.removed,
+        started.elapsed().as_secs_f64(),
+        db.len()
+    );
+    Ok(())
+}
+
+fn spinner(msg: &str) -> ProgressBar {
+    let s = ProgressBar::new_spinner().with_message(msg.to_string());
+    s.enable_steady_tick(std::time::Duration::from_millis(120));
+    s
+}
+
+/// Queries of a dataset folder with their optional dense vectors.
+struct QuerySet {
+    queries: Vec<QueryRecord>,
+    dense: Option<npy::Matrix>,
+}
+
+impl QuerySet {
+    fn load(dir: &Path) -> Result<QuerySet> {
+        let d = DatasetDir::new(dir);
+        let queries = dataset::read_queries(&d.queries())?;
+        let dense = d
+            .queries_dense()
+            .map(|p| npy::read_f32_matrix(&p))
+            .transpose()?;
+        if let Some(m) = &dense
+            && m.rows != queries.len()
+        {
+            bail!(
+                "queries.dense.npy has {} rows but queries.jsonl has {} queries",
+                m.rows,
+                queries.len()
+            );
+        }
+        Ok(QuerySet { queries, dense })
+    }
+
+    fn query(&self, i: usize, base: &Query, db: &Database) -> Query {
+        let mut q = base.clone().text(self.queries[i].text.clone());
+        if db.schema().dense.is_some()
+            && let Some(v) = self.dense.as_ref().and_then(|m| m.row(i))
+        {
+            q = q.dense(v.to_vec());
+        }
+        q.fetch_documents(false)
+    }
+}
+
+fn answer_all(db: &Database, set: &QuerySet, base: &Query) -> Result<Vec<Vec<Hit>>> {
+    let bar = ProgressBar::new(set.queries.len() as u64).with_style(ProgressStyle::with_template(
+        "queries {bar:40} {pos}/{len} ({per_sec})",
+    )?);
+    let runs = (0..set.queries.len())
+        .into_par_iter()
+        .map(|i| {
+            let r = db.search(&set.query(i, base, db));
+            bar.inc(1);
+            r.with_context(|| format!("query {}", set.queries[i].id))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    bar.finish_and_clear();
+    Ok(runs)
+}
+
+fn to_runs(set: &QuerySet, runs: &[Vec<Hit>]) -> HashMap<String, Vec<String>> {
+    set.queries
+        .iter()
+        .zip(runs)
+        .map(|(q, hits)| (q.id.clone(), hits.iter().map(|h| h.id.clone()).collect()))
+        .collect()
+}
+
+fn eval_cmd(
+    queries: &Path,
+    run: Option<&Path>,
+    db: Option<&Path>,
+    plan: &PlanArgs,
+    json: bool,
+) -> Result<()> {
+    let set = QuerySet::load(queries)?;
+    let mut rows: Vec<(String, Metrics)> = Vec::new();
+    match (run, db) {
+        (Some(run), _) => {
+            let runs = eval::read_trec_run(run)?;
+            rows.push((
+                run.display().to_string(),
+                eval::evaluate(&set.queries, &runs),
+            ));
+        }
+        (None, Some(db)) => {
+            let db = Database::open(db)?;
+            let base = plan.query(100)?;
+            let mut legs = plan.legs.clone().unwrap_or_default();
+            if legs.is_empty() {
+                if db.schema().dense.is_some() && set.dense.is_some() {
+                    legs.push(Leg::Dense);
+                }
+                if db.schema().text.is_some() {
+                    legs.push(Leg::Bm25);
+                }
+            }
+            for leg in &legs {
+                let runs = answer_all(&db, &set, &base.clone().legs(&[*leg]))?;
+                rows.push((
+                    leg.as_str().to_string(),
+                    eval::evaluate(&set.queries, &to_runs(&set, &runs)),
+                ));
+            }
+            if legs.len() > 1 {
+                let runs = answer_all(&db, &set, &base.clone().legs(&legs))?;
+                let name = match base_fusion(plan) {
+                    "weighted" => "fused (weighted)".to_string(),
+                    _ => format!("fused (rrf k={})", plan.rrf_k),
+                };
+                rows.push((name, eval::evaluate(&set.queries, &to_runs(&set, &runs))));
+            }
+        }
+        (None, None) => bail!("give --run FILE or --db DIR"),
+    }
+    if json {
+        let obj: serde_json::Map<String, serde_json::Value> = rows
+            .iter()
+            .map(|(n, m)| Ok((n.clone(), serde_json::to_value(m)?)))
+            .collect::<Result<_>>()?;
+        println!("{}", serde_json::to_string_pretty(&obj)?);
+    } else {
+        println!(
+            "{:<20} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}",
+            "run", "queries", "R@1", "R@5", "R@10", "R@20", "R@100", "MRR@10", "nDCG@10"
+        );
+        for (name, m) in &rows {
+            println!(
+                "{:<20} {:>7} {:>7.4} {:>7.4} {:>7.4} {:>7.4} {:>7.4} {:>7.4} {:>7.4}",
+                name,
+                m.queries,
+                m.recall[0],
+                m.recall[1],
+                m.recall[2],
+                m.recall[3],
+                m.recall[4],
+                m.mrr10,
+                m.ndcg10
+            );
+        }
+    }
+    Ok(())
+}
+
+fn base_fusion(plan: &PlanArgs) -> &str {
+    plan.fusion.as_str()
+}
+
+fn print_hits(hits: &[Hit]) {
+    for (i, h) in hits.iter().enumerate() {
+        let legs: Vec<String> = h
+            .legs
+            .iter()
+            .map(|l| format!("{}#{} {:.4}", l.leg.as_str(), l.rank, l.score))
+            .collect();
+        println!(
+            "{:>3}. {}  score {:.5}  [{}]",
+            i + 1,
+            h.id,
+            h.score,
+            legs.join(", ")
+        );
+        if let Some(d) = &h.document {
+            let snippet: String = d.text.chars().take(120).collect();
+            if !d.title.is_empty() {
+                println!("     {}", d.title);
+            }
+            println!("     {snippet}");
+        }
+    }
+}

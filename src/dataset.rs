@@ -1,0 +1,574 @@
+//! The retrieval dataset layout (`/work/shared/datasets/README.md`): a folder
+//! with `corpus.jsonl`, `queries.jsonl`, optional dense `.npy` matrices and
+//! optional `.sparse.jsonl` files, where line/row `i` of each file describes
+//! the same document or query.
+//!
+//! Readers check JSON types and report the first problem on a line as
+//! [`Error::Parse`] with the file, the 1-based line number and the field
+//! (`"json"` for a line that is not a JSON object). They do not check sparse
+//! index ordering or vector dimensions; the database does that.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+
+/// One corpus document.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DocRecord {
+    pub id: String,
+    #[serde(default)]
+    pub title: String,
+    #[serde(default)]
+    pub text: String,
+    /// A JSON object, or `Null` when the line has none.
+    #[serde(default)]
+    pub metadata: Value,
+}
+
+/// One query with its relevance judgements.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct QueryRecord {
+    pub id: String,
+    pub text: String,
+    /// Ids of the documents that contain the answer.
+    #[serde(default)]
+    pub relevant: Vec<String>,
+    #[serde(default)]
+    pub answers: Vec<String>,
+}
+
+/// A sparse vector: parallel `indices` and `values` (same length).
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct SparseRecord {
+    pub indices: Vec<u32>,
+    pub values: Vec<f32>,
+}
+
+/// One line of a corpus file: the document plus any vectors given inline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DocLine {
+    /// 1-based line number in the file.
+    pub line: usize,
+    pub doc: DocRecord,
+    /// From a `"dense": [f32, ...]` field.
+    pub dense: Option<Vec<f32>>,
+    /// From a `"sparse": {"indices": [...], "values": [...]}` field.
+    pub sparse: Option<SparseRecord>,
+}
+
+/// Paths of the files of one dataset folder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DatasetDir {
+    pub root: PathBuf,
+}
+
+impl DatasetDir {
+    /// Wraps `root` without touching the disk.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        DatasetDir { root: root.into() }
+    }
+
+    /// Like [`DatasetDir::new`], but fails unless `root/corpus.jsonl` exists.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
+        let dir = Self::new(root);
+        if !dir.corpus().is_file() {
+            return Err(Error::invalid(format!(
+                "{} is not a dataset folder: it has no corpus.jsonl",
+                dir.root.display()
+            )));
+        }
+        Ok(dir)
+    }
+
+    /// Name of the dataset: the folder's last component.
+    pub fn name(&self) -> String {
+        self.root
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
+    pub fn corpus(&self) -> PathBuf {
+        self.root.join("corpus.jsonl")
+    }
+
+    pub fn queries(&self) -> PathBuf {
+        self.root.join("queries.jsonl")
+    }
+
+    /// `dataset.json`, the manifest with name, source and counts.
+    pub fn manifest(&self) -> PathBuf {
+        self.root.join("dataset.json")
+    }
+
+    pub fn corpus_dense(&self) -> Option<PathBuf> {
+        self.existing("corpus.dense.npy")
+    }
+
+    pub fn queries_dense(&self) -> Option<PathBuf> {
+        self.existing("queries.dense.npy")
+    }
+
+    pub fn corpus_sparse(&self) -> Option<PathBuf> {
+        self.existing("corpus.sparse.jsonl")
+    }
+
+    pub fn queries_sparse(&self) -> Option<PathBuf> {
+        self.existing("queries.sparse.jsonl")
+    }
+
+    fn existing(&self, name: &str) -> Option<PathBuf> {
+        let p = self.root.join(name);
+        p.is_file().then_some(p)
+    }
+}
+
+/// Reads non-blank lines of a file, numbering them from 1.
+struct Lines {
+    path: PathBuf,
+    reader: BufReader<File>,
+    line: usize,
+    buf: Vec<u8>,
+    done: bool,
+}
+
+impl Lines {
+    fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        Ok(Lines {
+            path: path.to_path_buf(),
+            reader: BufReader::new(file),
+            line: 0,
+            buf: Vec::new(),
+            done: false,
+        })
+    }
+
+    fn parse_err(&self, field: &str, reason: impl Into<String>) -> Error {
+        Error::Parse {
+            path: self.path.clone(),
+            line: self.line,
+            field: field.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The next non-blank line as a JSON object. An I/O error ends the stream.
+    fn next_object(&mut self) -> Option<Result<Map<String, Value>>> {
+        while !self.done {
+            self.buf.clear();
+            match self.reader.read_until(b'\n', &mut self.buf) {
+                Ok(0) => self.done = true,
+                Ok(_) => {
+                    self.line += 1;
+                    let Ok(text) = std::str::from_utf8(&self.buf) else {
+                        return Some(Err(self.parse_err("json", "line is not valid UTF-8")));
+                    };
+                    let text = text.trim();
+                    if text.is_empty() {
+                        continue;
+                    }
+                    return Some(match serde_json::from_str::<Value>(text) {
+                        Ok(Value::Object(map)) => Ok(map),
+                        Ok(_) => Err(self.parse_err("json", "line is not a JSON object")),
+                        Err(e) => Err(self.parse_err("json", e.to_string())),
+                    });
+                }
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(Error::io(&self.path, e)));
+                }
+            }
+        }
+        None
+    }
+}
+
+/// Iterator over the lines of a corpus file; see [`read_docs_jsonl`].
+pub struct DocReader {
+    lines: Lines,
+}
+
+impl Iterator for DocReader {
+    type Item = Result<DocLine>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let map = match self.lines.next_object()? {
+            Ok(m) => m,
+            Err(e) => return Some(Err(e)),
+        };
+        let line = self.lines.line;
+        Some(
+            parse_doc(&map)
+                .map(|d| DocLine { line, ..d })
+                .map_err(|(f, r)| self.lines.parse_err(&f, r)),
+        )
+    }
+}
+
+/// Iterator over the lines of a `.sparse.jsonl` file; see [`read_sparse_jsonl`].
+pub struct SparseReader {
+    lines: Lines,
+}
+
+impl Iterator for SparseReader {
+    type Item = Result<SparseRecord>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let map = match self.lines.next_object()? {
+            Ok(m) => m,
+            Err(e) => return Some(Err(e)),
+        };
+        Some(parse_sparse(&map, "").map_err(|(f, r)| self.lines.parse_err(&f, r)))
+    }
+}
+
+/// Streams a corpus file. Each line is an object with `id` (non-empty
+/// string, required), `text` (string, required, may be empty), and optional
+/// `title` (string), `metadata` (object), `dense` and `sparse`; `null` counts
+/// as absent and unknown fields are ignored. Blank lines are skipped. After a
+/// parse error the iterator goes on with the next line; after an I/O error it ends.
+pub fn read_docs_jsonl(path: &Path) -> Result<DocReader> {
+    Ok(DocReader {
+        lines: Lines::open(path)?,
+    })
+}
+
+/// Streams a `.sparse.jsonl` file of `{"indices": [u32], "values": [f32]}` lines.
+pub fn read_sparse_jsonl(path: &Path) -> Result<SparseReader> {
+    Ok(SparseReader {
+        lines: Lines::open(path)?,
+    })
+}
+
+/// Reads a whole queries file: `id` and `text` required, `relevant` and
+/// `answers` optional lists of strings (empty when absent).
+pub fn read_queries(path: &Path) -> Result<Vec<QueryRecord>> {
+    let mut lines = Lines::open(path)?;
+    let mut out = Vec::new();
+    while let Some(map) = lines.next_object() {
+        let map = map?;
+        let query = parse_query(&map).map_err(|(f, r)| lines.parse_err(&f, r))?;
+        out.push(query);
+    }
+    Ok(out)
+}
+
+/// A field error: (field, reason).
+type FieldResult<T> = std::result::Result<T, (String, String)>;
+
+fn field_err<T>(field: &str, reason: impl Into<String>) -> FieldResult<T> {
+    Err((field.to_string(), reason.into()))
+}
+
+/// Present and not null.
+fn get<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    map.get(key).filter(|v| !v.is_null())
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn id_field(map: &Map<String, Value>) -> FieldResult<String> {
+    match map.get("id") {
+        None | Some(Value::Null) => field_err("id", "missing"),
+        Some(Value::String(s)) if s.is_empty() => field_err("id", "empty"),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(v) => field_err("id", format!("expected a string, found {}", kind(v))),
+    }
+}
+
+fn string_field(map: &Map<String, Value>, key: &str, required: bool) -> FieldResult<String> {
+    match get(map, key) {
+        None if required => field_err(key, "missing"),
+        None => Ok(String::new()),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(v) => field_err(key, format!("expected a string, found {}", kind(v))),
+    }
+}
+
+fn string_list(map: &Map<String, Value>, key: &str) -> FieldResult<Vec<String>> {
+    match get(map, key) {
+        None => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                Value::String(s) => Ok(s.clone()),
+                v => field_err(
+                    key,
+                    format!("item {i}: expected a string, found {}", kind(v)),
+                ),
+            })
+            .collect(),
+        Some(v) => field_err(key, format!("expected an array, found {}", kind(v))),
+    }
+}
+
+/// A JSON array of numbers as finite f32 values.
+fn f32_list(v: &Value, field: &str) -> FieldResult<Vec<f32>> {
+    let Value::Array(items) = v else {
+        return field_err(field, format!("expected an array, found {}", kind(v)));
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, v)| match v.as_f64() {
+            Some(x) if (x as f32).is_finite() => Ok(x as f32),
+            Some(x) => field_err(field, format!("item {i}: {x} is not a finite f32")),
+            None => field_err(
+                field,
+                format!("item {i}: expected a number, found {}", kind(v)),
+            ),
+        })
+        .collect()
+}
+
+fn u32_list(v: &Value, field: &str) -> FieldResult<Vec<u32>> {
+    let Value::Array(items) = v else {
+        return field_err(field, format!("expected an array, found {}", kind(v)));
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            v.as_u64().and_then(|x| u32::try_from(x).ok()).map_or_else(
+                || field_err(field, format!("item {i}: {v} is not a u32")),
+                Ok,
+            )
+        })
+        .collect()
+}
+
+/// Parses `indices`/`values` from `map`; `prefix` is prepended to field names.
+fn parse_sparse(map: &Map<String, Value>, prefix: &str) -> FieldResult<SparseRecord> {
+    let fi = format!("{prefix}indices");
+    let fv = format!("{prefix}values");
+    let indices = match get(map, "indices") {
+        Some(v) => u32_list(v, &fi)?,
+        None => return field_err(&fi, "missing"),
+    };
+    let values = match get(map, "values") {
+        Some(v) => f32_list(v, &fv)?,
+        None => return field_err(&fv, "missing"),
+    };
+    if indices.len() != values.len() {
+        return field_err(
+            &fv,
+            format!("{} values for {} indices", values.len(), indices.len()),
+        );
+    }
+    Ok(SparseRecord { indices, values })
+}
+
+fn parse_doc(map: &Map<String, Value>) -> FieldResult<DocLine> {
+    let id = id_field(map)?;
+    let title = string_field(map, "title", false)?;
+    let text = string_field(map, "text", true)?;
+    let metadata = match map.get("metadata") {
+        None | Some(Value::Null) => Value::Null,
+        Some(v @ Value::Object(_)) => v.clone(),
+        Some(v) => return field_err("metadata", format!("expected an object, found {}", kind(v))),
+    };
+    let dense = get(map, "dense")
+        .map(|v| f32_list(v, "dense"))
+        .transpose()?;
+    let sparse = match get(map, "sparse") {
+        None => None,
+        Some(Value::Object(m)) => Some(parse_sparse(m, "sparse.")?),
+        Some(v) => return field_err("sparse", format!("expected an object, found {}", kind(v))),
+    };
+    Ok(DocLine {
+        line: 0,
+        doc: DocRecord {
+            id,
+            title,
+            text,
+            metadata,
+        },
+        dense,
+        sparse,
+    })
+}
+
+fn parse_query(map: &Map<String, Value>) -> FieldResult<QueryRecord> {
+    Ok(QueryRecord {
+        id: id_field(map)?,
+        text: string_field(map, "text", true)?,
+        relevant: string_list(map, "relevant")?,
+        answers: string_list(map, "answers")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// Asserts a Parse error at `line` on `field`.
+    fn parse_error<T: std::fmt::Debug>(r: Result<T>, want_line: usize, want_field: &str) {
+        match r {
+            Err(Error::Parse { line, field, .. }) => {
+                assert_eq!((line, field.as_str()), (want_line, want_field))
+            }
+            other => panic!("expected parse error at {want_line}/{want_field}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn docs_with_inline_vectors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            "c.jsonl",
+            concat!(
+                r#"{"id": "a", "title": "제목", "text": "본문", "metadata": {"year": 2020}}"#,
+                "\n\n   \n",
+                r#"{"id": "b", "text": "", "title": null, "dense": [0.5, -1, 2e-3],"#,
+                r#" "sparse": {"indices": [3, 7], "values": [0.25, 1.0]}, "extra": 1}"#,
+                "\n",
+            ),
+        );
+        let docs: Vec<DocLine> = read_docs_jsonl(&p).unwrap().map(|d| d.unwrap()).collect();
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[0].line, 1);
+        assert_eq!(docs[0].doc.title, "제목");
+        assert_eq!(docs[0].doc.metadata, serde_json::json!({"year": 2020}));
+        assert_eq!(
+            (docs[0].dense.as_ref(), docs[0].sparse.as_ref()),
+            (None, None)
+        );
+        assert_eq!(docs[1].line, 4);
+        assert_eq!(docs[1].doc.title, "");
+        assert_eq!(docs[1].doc.metadata, Value::Null);
+        assert_eq!(docs[1].dense, Some(vec![0.5, -1.0, 0.002]));
+        let sparse = docs[1].sparse.as_ref().unwrap();
+        assert_eq!(
+            (sparse.indices.as_slice(), sparse.values.as_slice()),
+            (&[3u32, 7][..], &[0.25f32, 1.0][..])
+        );
+    }
+
+    #[test]
+    fn doc_errors_name_line_and_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            (r#"{"id": "a", "text": "x""#, "json"),
+            ("[1, 2]", "json"),
+            (r#"{"text": "x"}"#, "id"),
+            (r#"{"id": 7, "text": "x"}"#, "id"),
+            (r#"{"id": "", "text": "x"}"#, "id"),
+            (r#"{"id": "a"}"#, "text"),
+            (r#"{"id": "a", "text": 3}"#, "text"),
+            (r#"{"id": "a", "text": "x", "title": ["t"]}"#, "title"),
+            (r#"{"id": "a", "text": "x", "metadata": "m"}"#, "metadata"),
+            (r#"{"id": "a", "text": "x", "metadata": [1]}"#, "metadata"),
+            (r#"{"id": "a", "text": "x", "dense": [1, "2"]}"#, "dense"),
+            (r#"{"id": "a", "text": "x", "dense": [1e50]}"#, "dense"),
+            (r#"{"id": "a", "text": "x", "sparse": [1]}"#, "sparse"),
+            (
+                r#"{"id": "a", "text": "x", "sparse": {"indices": [-1], "values": [1]}}"#,
+                "sparse.indices",
+            ),
+            (
+                r#"{"id": "a", "text": "x", "sparse": {"indices": [1], "values": []}}"#,
+                "sparse.values",
+            ),
+            (
+                r#"{"id": "a", "text": "x", "sparse": {"values": []}}"#,
+                "sparse.indices",
+            ),
+        ];
+        for (line, field) in cases {
+            // A good line and a blank line first, so the bad one is line 3.
+            let text = format!("{{\"id\": \"ok\", \"text\": \"\"}}\n\n{line}\n");
+            let p = write(dir.path(), "bad.jsonl", &text);
+            let mut it = read_docs_jsonl(&p).unwrap();
+            assert!(it.next().unwrap().is_ok());
+            parse_error(it.next().unwrap(), 3, field);
+            assert!(it.next().is_none(), "{line}");
+        }
+        let p = write(dir.path(), "utf.jsonl", "");
+        std::fs::write(&p, b"{\"id\": \"\xff\", \"text\": \"\"}\n").unwrap();
+        parse_error(read_docs_jsonl(&p).unwrap().next().unwrap(), 1, "json");
+        assert!(matches!(
+            read_docs_jsonl(&dir.path().join("missing.jsonl")),
+            Err(Error::Io { .. })
+        ));
+    }
+
+    #[test]
+    fn queries_and_sparse() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            "q.jsonl",
+            concat!(
+                r#"{"id": "q1", "text": "누구?", "relevant": ["a", "b"], "answers": ["임수경"]}"#,
+                "\n",
+                r#"{"id": "q2", "text": "what?"}"#,
+                "\n"
+            ),
+        );
+        let q = read_queries(&p).unwrap();
+        assert_eq!(q.len(), 2);
+        assert_eq!(q[0].relevant, ["a", "b"]);
+        assert_eq!(q[0].answers, ["임수경"]);
+        assert!(q[1].relevant.is_empty() && q[1].answers.is_empty());
+        let p = write(
+            dir.path(),
+            "q2.jsonl",
+            "{\"id\": \"q\", \"text\": \"t\", \"relevant\": [1]}\n",
+        );
+        parse_error(read_queries(&p), 1, "relevant");
+        let p = write(
+            dir.path(),
+            "q3.jsonl",
+            "{\"id\": \"q\", \"text\": \"t\", \"answers\": \"x\"}\n",
+        );
+        parse_error(read_queries(&p), 1, "answers");
+
+        let p = write(
+            dir.path(),
+            "s.jsonl",
+            "{\"indices\": [1, 5], \"values\": [0.5, 0.25]}\n{\"indices\": [], \"values\": []}\n{\"indices\": [4294967296], \"values\": [1]}\n{\"indices\": [1], \"values\": [true]}\n",
+        );
+        let s: Vec<Result<SparseRecord>> = read_sparse_jsonl(&p).unwrap().collect();
+        assert_eq!(s.len(), 4);
+        assert_eq!(s[0].as_ref().unwrap().indices, [1, 5]);
+        assert!(s[1].as_ref().unwrap().indices.is_empty());
+        let mut s = s.into_iter().skip(2);
+        parse_error(s.next().unwrap(), 3, "indices");
+        parse_error(s.next().unwrap(), 4, "values");
+    }
+
+    #[test]
+    fn dataset_dir_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(DatasetDir::open(dir.path()).is_err());
+        write(dir.path(), "corpus.jsonl", "");
+        write(dir.path(), "corpus.dense.npy", "");
+        let d = DatasetDir::open(dir.path()).unwrap();
+        assert_eq!(d.corpus(), dir.path().join("corpus.jsonl"));
+        assert_eq!(d.corpus_dense(), Some(dir.path().join("corpus.dense.npy")));
+        assert_eq!(d.queries_dense(), None);
+        assert_eq!(d.corpus_sparse(), None);
+    }
+}

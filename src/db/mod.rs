@@ -1,0 +1,413 @@
+//! The database: opening a directory, recovery of lagging indexes, snapshots for readers,
+//! search, and maintenance. Writes go through [`Writer`].
+
+mod search;
+mod writer;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use serde::Serialize;
+
+pub use writer::{CommitInfo, Writer};
+
+use crate::docset::DocSet;
+use crate::error::{Error, Result};
+use crate::index::dense::{DenseIndex, Vectors};
+use crate::index::text::{Analyzer, TextDoc, TextIndex};
+use crate::schema::Schema;
+use crate::store::{self, DOCS, HAS_DENSE, State, TOMBSTONES};
+
+const LOCK_FILE: &str = "LOCK";
+const STORE_FILE: &str = "docs.redb";
+const DENSE_DIR: &str = "dense";
+const TEXT_DIR: &str = "text";
+
+/// An embedded hybrid-retrieval database in one directory.
+///
+/// `Database` is `Send + Sync`: share it between threads by reference or in an `Arc`. Searches
+/// read the last published commit and never wait for a writer.
+pub struct Database {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    path: PathBuf,
+    _lock: File,
+    store: redb::Database,
+    schema: Schema,
+    dense: RwLock<Option<DenseIndex>>,
+    /// The write side: taken by a [`Writer`] for its lifetime, and by maintenance.
+    write: Mutex<WriteSide>,
+    snapshot: RwLock<Arc<Snapshot>>,
+}
+
+pub(crate) struct WriteSide {
+    text: TextIndex,
+}
+
+/// What one commit made visible: the reader's consistent view.
+pub(crate) struct Snapshot {
+    pub state: State,
+    pub live: Arc<DocSet>,
+    pub with_dense: Arc<DocSet>,
+    pub vectors: Option<Arc<Vectors>>,
+    pub text: tantivy::Searcher,
+    pub read: redb::ReadTransaction,
+}
+
+/// Counts and sizes reported by [`Database::stats`].
+#[derive(Clone, Debug, Serialize)]
+pub struct Stats {
+    pub path: PathBuf,
+    pub seq: u64,
+    pub documents: u64,
+    pub with_dense: u64,
+    pub deleted_not_compacted: u64,
+    pub next_doc: u64,
+    pub hnsw_points: u64,
+    pub text_documents: u64,
+    pub dense_dim: Option<usize>,
+    pub analyzer: Option<String>,
+    pub disk_bytes: u64,
+}
+
+impl Database {
+    /// Opens an existing database.
+    pub fn open(path: impl AsRef<Path>) -> Result<Database> {
+        Self::open_impl(path.as_ref(), None)
+    }
+
+    /// Opens the database at `path`, creating it with `schema` when the directory holds none.
+    /// An existing database must have been created with an equal schema.
+    pub fn open_or_create(path: impl AsRef<Path>, schema: Schema) -> Result<Database> {
+        schema.validate()?;
+        Self::open_impl(path.as_ref(), Some(schema))
+    }
+
+    fn open_impl(path: &Path, create: Option<Schema>) -> Result<Database> {
+        let store_path = path.join(STORE_FILE);
+        if create.is_none() && !store_path.exists() {
+            return Err(Error::NotFound(path.to_path_buf()));
+        }
+        std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))?;
+        let lock_path = path.join(LOCK_FILE);
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::io(&lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::Locked(path.to_path_buf()));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&lock_path, e)),
+        }
+        let store = match redb::Database::create(&store_path) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(Error::Locked(path.to_path_buf()));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let (schema, state) = match (store::read_meta(&store)?, create) {
+            (Some((schema, state)), Some(wanted)) => {
+                if schema != wanted {
+                    return Err(Error::invalid(format!(
+                        "database at {} has schema {schema:?}, not the requested {wanted:?}",
+                        path.display()
+                    )));
+                }
+                (schema, state)
+            }
+            (Some(found), None) => found,
+            (None, Some(schema)) => {
+                store::init(&store, &schema)?;
+                (schema, State::default())
+            }
+            (None, None) => return Err(Error::NotFound(path.to_path_buf())),
+        };
+
+        let read = store.begin_read()?;
+        let mut live = DocSet::new();
+        let mut with_dense = DocSet::new();
+        for (doc, flags) in store::live_docs(&read)? {
+            live.insert(doc);
+            if flags & HAS_DENSE != 0 {
+                with_dense.insert(doc);
+            }
+        }
+
+        let (dense, vectors) = match schema.dense {
+            Some(spec) => {
+                let dense = DenseIndex::open(&path.join(DENSE_DIR), spec, state.next_doc, true)?;
+                let vectors = dense.map(state.next_doc)?;
+                // Catch the graph up with rows committed after its last dump.
+                dense.catch_up(&vectors, &with_dense, state.next_doc);
+                (Some(dense), Some(vectors))
+            }
+            None => (None, None),
+        };
+
+        let analyzer = schema.text.unwrap_or(Analyzer::Default);
+        let mut text = TextIndex::open(&path.join(TEXT_DIR), analyzer, true)?;
+        catch_up_text(&mut text, &read, &state, schema.text.is_some())?;
+
+        let snapshot = Snapshot {
+            state,
+            live: Arc::new(live),
+            with_dense: Arc::new(with_dense),
+            vectors,
+            text: text.searcher(),
+            read,
+        };
+        Ok(Database {
+            inner: Arc::new(Inner {
+                path: path.to_path_buf(),
+                _lock: lock,
+                store,
+                schema,
+                dense: RwLock::new(dense),
+                write: Mutex::new(WriteSide { text }),
+                snapshot: RwLock::new(Arc::new(snapshot)),
+            }),
+        })
+    }
+
+    pub fn schema(&self) -> &Schema {
+        &self.inner.schema
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Sequence number of the last commit.
+    pub fn seq(&self) -> u64 {
+        self.inner.snapshot().state.seq
+    }
+
+    /// Number of live documents.
+    pub fn len(&self) -> u64 {
+        self.inner.snapshot().live.len() as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Starts a write batch. Only one writer exists at a time: while one is open this returns
+    /// [`Error::WriterBusy`].
+    pub fn writer(&self) -> Result<Writer<'_>> {
+        let guard = match self.inner.write.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::WouldBlock) => return Err(Error::WriterBusy),
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+        };
+        Ok(Writer::new(&self.inner, guard))
+    }
+
+    /// Persists the HNSW graph so the next open need not re-insert recent vectors. Also done
+    /// when the database is dropped.
+    pub fn checkpoint(&self) -> Result<()> {
+        let _write = self.inner.lock_write();
+        let dense = self.inner.dense.read().unwrap_or_else(|p| p.into_inner());
+        match dense.as_ref() {
+            Some(d) if d.dirty() => d.dump(),
+            _ => Ok(()),
+        }
+    }
+
+    /// Rebuilds the HNSW graph without deleted documents, merges the text index's segments and
+    /// forgets tombstones every index has applied.
+    pub fn compact(&self) -> Result<()> {
+        let mut write = self.inner.lock_write();
+        let snap = self.inner.snapshot();
+        {
+            let mut dense = self.inner.dense.write().unwrap_or_else(|p| p.into_inner());
+            if let (Some(d), Some(v)) = (dense.as_mut(), snap.vectors.as_ref()) {
+                let mut keep = (*snap.with_dense).clone();
+                keep.intersect_with(&snap.live);
+                d.rebuild(v, &keep, snap.state.next_doc);
+                d.dump()?;
+            }
+        }
+        write.text.merge_all()?;
+        let txn = self.inner.store.begin_write()?;
+        {
+            let mut tomb = txn.open_table(TOMBSTONES)?;
+            let applied = write.text.committed()?.map_or(0, |(seq, _)| seq);
+            tomb.retain(|_, seq| seq > applied)?;
+        }
+        txn.commit()?;
+        self.inner.publish(
+            &write,
+            snap.state,
+            snap.live.clone(),
+            snap.with_dense.clone(),
+        )
+    }
+
+    /// Counts and on-disk size.
+    pub fn stats(&self) -> Result<Stats> {
+        let snap = self.inner.snapshot();
+        let tombstones = snap.read.open_table(TOMBSTONES)?.len()?;
+        let hnsw_points = self
+            .inner
+            .dense
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map_or(0, |d| d.graph_len() as u64);
+        Ok(Stats {
+            path: self.inner.path.clone(),
+            seq: snap.state.seq,
+            documents: snap.live.len() as u64,
+            with_dense: snap.with_dense.len() as u64,
+            deleted_not_compacted: tombstones,
+            next_doc: snap.state.next_doc,
+            hnsw_points,
+            text_documents: snap.text.num_docs(),
+            dense_dim: self.inner.schema.dense.map(|d| d.dim),
+            analyzer: self.inner.schema.text.map(|a| a.as_str().to_string()),
+            disk_bytes: dir_size(&self.inner.path),
+        })
+    }
+
+    /// The stored document with external id `id`, if it is live.
+    pub fn get(&self, id: &str) -> Result<Option<crate::StoredDocument>> {
+        let snap = self.inner.snapshot();
+        let ids = snap.read.open_table(store::IDS)?;
+        let Some(doc) = ids.get(id)?.map(|v| v.value()) else {
+            return Ok(None);
+        };
+        let docs = snap.read.open_table(DOCS)?;
+        match store::get_doc(&docs, doc)? {
+            Some(r) => Ok(Some(search::stored(r)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+impl Inner {
+    pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn lock_write(&self) -> std::sync::MutexGuard<'_, WriteSide> {
+        self.write.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes a new view current: new state, live sets, vector map and text searcher.
+    pub(crate) fn publish(
+        &self,
+        write: &WriteSide,
+        state: State,
+        live: Arc<DocSet>,
+        with_dense: Arc<DocSet>,
+    ) -> Result<()> {
+        let vectors = match self
+            .dense
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            Some(d) => Some(d.map(state.next_doc)?),
+            None => None,
+        };
+        let snap = Snapshot {
+            state,
+            live,
+            with_dense,
+            vectors,
+            text: write.text.searcher(),
+            read: self.store.begin_read()?,
+        };
+        *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snap);
+        Ok(())
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Best effort: a failed dump only means the next open re-inserts recent vectors.
+        if let Ok(dense) = self.dense.get_mut()
+            && let Some(d) = dense.as_mut()
+            && d.dirty()
+        {
+            let _ = d.dump();
+        }
+    }
+}
+
+/// Brings the text index up to the store's last commit: deletes what was removed after the
+/// index's commit and adds documents numbered from the index's `next_doc` on.
+fn catch_up_text(
+    text: &mut TextIndex,
+    read: &redb::ReadTransaction,
+    state: &State,
+    with_body: bool,
+) -> Result<()> {
+    let (text_seq, text_next) = match text.committed()? {
+        Some((seq, next)) if seq <= state.seq && next <= state.next_doc => (seq, next),
+        Some(_) => {
+            // Ahead of the store: it cannot be trusted, rebuild it.
+            text.clear(0, 0)?;
+            (0, 0)
+        }
+        None => (0, 0),
+    };
+    if text_seq == state.seq {
+        return Ok(());
+    }
+    let mut deletes = Vec::new();
+    for row in read.open_table(TOMBSTONES)?.iter()? {
+        let (doc, seq) = row?;
+        if seq.value() > text_seq {
+            deletes.push(doc.value());
+        }
+    }
+    let docs = read.open_table(DOCS)?;
+    let mut records = Vec::new();
+    for row in docs.range(text_next..)? {
+        let (doc, bytes) = row?;
+        let record: store::DocRecord = store::decode(bytes.value(), "document")?;
+        records.push((doc.value(), record));
+    }
+    let metas: Vec<serde_json::Value> = records
+        .iter()
+        .map(|(_, r)| serde_json::from_str(&r.metadata).unwrap_or(serde_json::Value::Null))
+        .collect();
+    let adds: Vec<TextDoc<'_>> = records
+        .iter()
+        .zip(&metas)
+        .map(|((doc, r), meta)| TextDoc {
+            docnum: *doc,
+            title: if with_body { &r.title } else { "" },
+            text: if with_body { &r.text } else { "" },
+            metadata: meta,
+        })
+        .collect();
+    text.apply(&adds, &deletes, state.seq, state.next_doc)
+}
+
+fn dir_size(path: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}

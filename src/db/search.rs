@@ -1,0 +1,196 @@
+//! Query execution over one snapshot: per-leg candidates, fusion, and hit assembly.
+
+use std::sync::Arc;
+
+use super::{Database, Snapshot};
+use crate::docset::DocSet;
+use crate::document::check_dense;
+use crate::error::{Error, Result};
+use crate::index::dense::{normalize, search_exact};
+use crate::index::text;
+use crate::query::fusion::{self, LegResult};
+use crate::query::{DenseMode, Fusion, Hit, Leg, LegScore, Query, StoredDocument};
+use crate::schema::Metric;
+use crate::store::{self, DOCS, DocRecord};
+
+impl Database {
+    /// Runs a hybrid query against the last commit.
+    pub fn search(&self, query: &Query) -> Result<Vec<Hit>> {
+        query.validate()?;
+        let snap = self.inner.snapshot();
+        let legs = self.plan(query)?;
+        let allow = self.allowed(&snap, query)?;
+        let depth = query.depth_or_default();
+        let mut results = Vec::with_capacity(legs.len());
+        for leg in legs {
+            let hits = match leg {
+                Leg::Dense => self.dense_leg(&snap, query, &allow, depth)?,
+                Leg::Bm25 => {
+                    let q = query.text.as_deref().unwrap_or_default();
+                    text::search(&snap.text, q, depth, Some(&allow))?
+                }
+            };
+            results.push(LegResult {
+                leg,
+                weight: query.weight_of(leg),
+                hits,
+            });
+        }
+        let mut fused = match (results.len(), query.fusion) {
+            (1, _) => results[0]
+                .hits
+                .iter()
+                .enumerate()
+                .map(|(i, &(doc, score))| fusion::Fused {
+                    doc,
+                    score,
+                    legs: vec![(results[0].leg, i + 1, score)],
+                })
+                .collect(),
+            (_, Fusion::Rrf { k }) => fusion::rrf(&results, k),
+            (_, Fusion::Weighted) => fusion::weighted(&results),
+        };
+        fused.truncate(query.k);
+        self.assemble(&snap, fused, query.fetch)
+    }
+
+    /// The legs a query runs: the ones it names, or every leg it gives input for.
+    fn plan(&self, query: &Query) -> Result<Vec<Leg>> {
+        let schema = &self.inner.schema;
+        let legs = match &query.legs {
+            Some(legs) => {
+                let mut legs = legs.clone();
+                legs.dedup();
+                legs
+            }
+            None => {
+                let mut legs = Vec::new();
+                if query.dense.is_some() {
+                    legs.push(Leg::Dense);
+                }
+                if query.text.is_some() && schema.text.is_some() {
+                    legs.push(Leg::Bm25);
+                }
+                legs
+            }
+        };
+        if legs.is_empty() {
+            return Err(Error::invalid(
+                "the query runs no leg: give it text (bm25) and/or a dense vector",
+            ));
+        }
+        for leg in &legs {
+            match leg {
+                Leg::Dense if schema.dense.is_none() => {
+                    return Err(Error::invalid("the database has no dense leg"));
+                }
+                Leg::Dense if query.dense.is_none() => {
+                    return Err(Error::invalid("the dense leg needs a query vector"));
+                }
+                Leg::Bm25 if schema.text.is_none() => {
+                    return Err(Error::invalid("the database has no bm25 leg"));
+                }
+                Leg::Bm25 if query.text.is_none() => {
+                    return Err(Error::invalid("the bm25 leg needs query text"));
+                }
+                _ => {}
+            }
+        }
+        Ok(legs)
+    }
+
+    /// Live documents passing the metadata filter.
+    fn allowed(&self, snap: &Snapshot, query: &Query) -> Result<Arc<DocSet>> {
+        if query.filter.is_empty() {
+            return Ok(snap.live.clone());
+        }
+        let mut set = text::filter_docs(&snap.text, &query.filter)?;
+        set.intersect_with(&snap.live);
+        Ok(Arc::new(set))
+    }
+
+    fn dense_leg(
+        &self,
+        snap: &Snapshot,
+        query: &Query,
+        allow: &DocSet,
+        depth: usize,
+    ) -> Result<Vec<(u64, f32)>> {
+        let (Some(spec), Some(vectors), Some(q)) = (
+            self.inner.schema.dense,
+            snap.vectors.as_ref(),
+            query.dense.as_ref(),
+        ) else {
+            return Ok(Vec::new());
+        };
+        check_dense(q, spec.dim, "query vector")?;
+        let mut q = q.clone();
+        if spec.metric == Metric::Cosine {
+            normalize(&mut q);
+        }
+        let exact = match query.dense_mode {
+            DenseMode::Exact => true,
+            DenseMode::Approximate => false,
+            DenseMode::Auto => allow.len() < spec.hnsw.exact_below,
+        };
+        if exact {
+            let candidates = allow.iter().filter(|&d| snap.with_dense.contains(d));
+            return Ok(search_exact(vectors, &q, depth, candidates));
+        }
+        let ef = query.ef.unwrap_or(spec.hnsw.ef_search).max(depth);
+        let dense = self.inner.dense.read().unwrap_or_else(|p| p.into_inner());
+        let Some(index) = dense.as_ref() else {
+            return Ok(Vec::new());
+        };
+        let found = index.search_graph(&q, depth, ef, allow);
+        drop(dense);
+        // Report the true similarity, recomputed from the committed rows.
+        let mut hits: Vec<(u64, f32)> = found
+            .into_iter()
+            .filter_map(|(doc, _)| {
+                vectors
+                    .row(doc)
+                    .map(|r| (doc, crate::index::dense::dot(&q, r)))
+            })
+            .collect();
+        hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        Ok(hits)
+    }
+
+    fn assemble(
+        &self,
+        snap: &Snapshot,
+        fused: Vec<fusion::Fused>,
+        fetch: bool,
+    ) -> Result<Vec<Hit>> {
+        let docs = snap.read.open_table(DOCS)?;
+        let mut hits = Vec::with_capacity(fused.len());
+        for f in fused {
+            let Some(record) = store::get_doc(&docs, f.doc)? else {
+                continue;
+            };
+            let id = record.id.clone();
+            hits.push(Hit {
+                id,
+                score: f.score,
+                legs: f
+                    .legs
+                    .into_iter()
+                    .map(|(leg, rank, score)| LegScore { leg, rank, score })
+                    .collect(),
+                document: if fetch { Some(stored(record)?) } else { None },
+            });
+        }
+        Ok(hits)
+    }
+}
+
+pub(super) fn stored(record: DocRecord) -> Result<StoredDocument> {
+    let metadata = serde_json::from_str(&record.metadata)
+        .map_err(|e| Error::Store(format!("metadata of {:?} is not JSON: {e}", record.id)))?;
+    Ok(StoredDocument {
+        title: record.title,
+        text: record.text,
+        metadata,
+    })
+}

@@ -1,0 +1,228 @@
+//! The write batch and the commit protocol.
+//!
+//! A commit (see storage-format.md, "Commit protocol"): (1) the new dense rows are written past
+//! the committed end of the vector file and synced; (2) one redb transaction records the
+//! documents, id map, live flags, tombstones and the new state — this is the commit point;
+//! (3) the HNSW graph and the tantivy index apply the change (tantivy records the commit's
+//! sequence number as its payload); (4) a new snapshot is published to readers.
+
+use std::collections::HashMap;
+use std::sync::{Arc, MutexGuard};
+
+use serde::Serialize;
+
+use super::{Inner, WriteSide};
+use crate::document::{Document, check_dense};
+use crate::error::{Error, Result};
+use crate::index::dense::normalize;
+use crate::index::text::TextDoc;
+use crate::schema::Metric;
+use crate::store::{self, DOCS, DocRecord, HAS_DENSE, HAS_SPARSE, IDS, LIVE, META, TOMBSTONES};
+
+enum Op {
+    Upsert(Box<Document>),
+    Delete(String),
+}
+
+/// What a commit did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CommitInfo {
+    /// Sequence number of this commit (unchanged when the batch was empty).
+    pub seq: u64,
+    /// Documents written (new or replacing an older version).
+    pub upserted: u64,
+    /// Documents removed (deleted, or replaced by an upsert).
+    pub removed: u64,
+}
+
+/// A batch of upserts and deletes, applied atomically by [`Writer::commit`]. Dropping a writer
+/// without committing discards the batch. Within a batch the last operation on an id wins.
+pub struct Writer<'db> {
+    inner: &'db Inner,
+    write: MutexGuard<'db, WriteSide>,
+    ops: Vec<Op>,
+    by_id: HashMap<String, usize>,
+}
+
+impl<'db> Writer<'db> {
+    pub(super) fn new(inner: &'db Inner, write: MutexGuard<'db, WriteSide>) -> Self {
+        Writer {
+            inner,
+            write,
+            ops: Vec::new(),
+            by_id: HashMap::new(),
+        }
+    }
+
+    /// Adds or replaces the document with this id. The document is validated now.
+    pub fn upsert(&mut self, mut doc: Document) -> Result<()> {
+        let schema = &self.inner.schema;
+        let fail = |reason: String| Error::InvalidDocument {
+            id: doc.id.clone(),
+            reason,
+        };
+        if doc.id.is_empty() {
+            return Err(Error::invalid("document id must not be empty"));
+        }
+        if !(doc.metadata.is_object() || doc.metadata.is_null()) {
+            return Err(fail("metadata must be a JSON object".into()));
+        }
+        match (&mut doc.dense, &schema.dense) {
+            (Some(v), Some(spec)) => {
+                check_dense(v, spec.dim, "dense vector").map_err(|e| fail(e.to_string()))?;
+                if spec.metric == Metric::Cosine {
+                    normalize(v);
+                }
+            }
+            (Some(_), None) => return Err(fail("the schema has no dense leg".into())),
+            (None, _) => {}
+        }
+        if doc.sparse.is_some() && !schema.sparse {
+            return Err(fail("the schema does not allow sparse vectors".into()));
+        }
+        let id = doc.id.clone();
+        self.push(id, Op::Upsert(Box::new(doc)));
+        Ok(())
+    }
+
+    /// Deletes the document with this id (no effect if there is none).
+    pub fn delete(&mut self, id: &str) -> Result<()> {
+        self.push(id.to_string(), Op::Delete(id.to_string()));
+        Ok(())
+    }
+
+    /// Number of operations in the batch.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    fn push(&mut self, id: String, op: Op) {
+        match self.by_id.get(&id) {
+            Some(&i) => self.ops[i] = op,
+            None => {
+                self.by_id.insert(id, self.ops.len());
+                self.ops.push(op);
+            }
+        }
+    }
+
+    /// Applies the batch atomically to every index and makes it visible to searches.
+    pub fn commit(mut self) -> Result<CommitInfo> {
+        let inner = self.inner;
+        let snap = inner.snapshot();
+        if self.ops.is_empty() {
+            return Ok(CommitInfo {
+                seq: snap.state.seq,
+                ..CommitInfo::default()
+            });
+        }
+        let mut state = snap.state;
+        state.seq += 1;
+        let seq = state.seq;
+        let first_new = state.next_doc;
+        let mut live = (*snap.live).clone();
+        let mut with_dense = (*snap.with_dense).clone();
+        let mut removed = Vec::new();
+        let mut added: Vec<(u64, &Document)> = Vec::new();
+
+        let txn = inner.store.begin_write()?;
+        {
+            let mut docs = txn.open_table(DOCS)?;
+            let mut ids = txn.open_table(IDS)?;
+            let mut live_t = txn.open_table(LIVE)?;
+            let mut tomb = txn.open_table(TOMBSTONES)?;
+            for op in &self.ops {
+                let id = match op {
+                    Op::Upsert(d) => d.id.as_str(),
+                    Op::Delete(id) => id.as_str(),
+                };
+                let old = ids.remove(id)?.map(|v| v.value());
+                if let Some(old) = old {
+                    docs.remove(old)?;
+                    live_t.remove(old)?;
+                    tomb.insert(old, seq)?;
+                    live.remove(old);
+                    with_dense.remove(old);
+                    removed.push(old);
+                }
+                if let Op::Upsert(d) = op {
+                    let doc = state.next_doc;
+                    state.next_doc += 1;
+                    let record = DocRecord {
+                        id: d.id.clone(),
+                        title: d.title.clone(),
+                        text: d.text.clone(),
+                        metadata: d.metadata.to_string(),
+                        seq,
+                        sparse: d.sparse.clone(),
+                    };
+                    docs.insert(doc, store::encode(&record)?.as_slice())?;
+                    ids.insert(id, doc)?;
+                    let mut flags = 0;
+                    if d.dense.is_some() {
+                        flags |= HAS_DENSE;
+                        with_dense.insert(doc);
+                    }
+                    if d.sparse.is_some() {
+                        flags |= HAS_SPARSE;
+                    }
+                    live_t.insert(doc, flags)?;
+                    live.insert(doc);
+                    added.push((doc, d));
+                }
+            }
+            txn.open_table(META)?
+                .insert("state", store::encode(&state)?.as_slice())?;
+        }
+
+        // Dense rows go to disk before the commit point; rows past the committed end are
+        // ignored (and cut off) by the next open if the commit does not complete.
+        let dense = inner.dense.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(d) = dense.as_ref()
+            && !added.is_empty()
+        {
+            let dim = d.dim();
+            let mut rows = vec![0.0f32; added.len() * dim];
+            for (i, (_, doc)) in added.iter().enumerate() {
+                if let Some(v) = &doc.dense {
+                    rows[i * dim..(i + 1) * dim].copy_from_slice(v);
+                }
+            }
+            d.write_rows(first_new, &rows)?;
+        }
+        txn.commit()?;
+
+        // Derived indexes. A failure from here on leaves the commit durable in the store; the
+        // index catches up on the next open.
+        let with_dense = Arc::new(with_dense);
+        if let Some(d) = dense.as_ref() {
+            let vectors = d.map(state.next_doc)?;
+            d.catch_up(&vectors, &with_dense, state.next_doc);
+        }
+        drop(dense);
+        let text_on = inner.schema.text.is_some();
+        let adds: Vec<TextDoc<'_>> = added
+            .iter()
+            .map(|(doc, d)| TextDoc {
+                docnum: *doc,
+                title: if text_on { &d.title } else { "" },
+                text: if text_on { &d.text } else { "" },
+                metadata: &d.metadata,
+            })
+            .collect();
+        let text_result = self.write.text.apply(&adds, &removed, seq, state.next_doc);
+        inner.publish(&self.write, state, Arc::new(live), with_dense)?;
+        text_result?;
+        let info = CommitInfo {
+            seq,
+            upserted: added.len() as u64,
+            removed: removed.len() as u64,
+        };
+        self.ops.clear();
+        Ok(info)
+    }
+}

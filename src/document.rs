@@ -1,0 +1,159 @@
+//! Documents as the caller writes them, and their validation.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Sparse lexical weights: ascending token ids, each with a finite weight.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SparseVector {
+    indices: Vec<u32>,
+    values: Vec<f32>,
+}
+
+impl SparseVector {
+    /// Checks that the lengths agree, ids are strictly ascending and weights are finite.
+    pub fn new(indices: Vec<u32>, values: Vec<f32>) -> Result<Self> {
+        if indices.len() != values.len() {
+            return Err(Error::invalid(format!(
+                "sparse vector has {} indices but {} values",
+                indices.len(),
+                values.len()
+            )));
+        }
+        if let Some(w) = indices.windows(2).position(|w| w[0] >= w[1]) {
+            return Err(Error::invalid(format!(
+                "sparse indices must be strictly ascending: {} then {} at position {}",
+                indices[w],
+                indices[w + 1],
+                w + 1
+            )));
+        }
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            return Err(Error::invalid(format!(
+                "sparse value {} at position {i} is not finite",
+                values[i]
+            )));
+        }
+        Ok(SparseVector { indices, values })
+    }
+
+    pub fn indices(&self) -> &[u32] {
+        &self.indices
+    }
+
+    pub fn values(&self) -> &[f32] {
+        &self.values
+    }
+
+    /// Dot product with another sparse vector.
+    pub fn dot(&self, other: &SparseVector) -> f32 {
+        let (mut i, mut j, mut sum) = (0, 0, 0.0f32);
+        while i < self.indices.len() && j < other.indices.len() {
+            match self.indices[i].cmp(&other.indices[j]) {
+                std::cmp::Ordering::Less => i += 1,
+                std::cmp::Ordering::Greater => j += 1,
+                std::cmp::Ordering::Equal => {
+                    sum += self.values[i] * other.values[j];
+                    i += 1;
+                    j += 1;
+                }
+            }
+        }
+        sum
+    }
+}
+
+/// A document to write: an external id, text, JSON metadata and optional vectors.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Document {
+    pub(crate) id: String,
+    pub(crate) title: String,
+    pub(crate) text: String,
+    pub(crate) metadata: serde_json::Value,
+    pub(crate) dense: Option<Vec<f32>>,
+    pub(crate) sparse: Option<SparseVector>,
+}
+
+impl Document {
+    pub fn new(id: impl Into<String>) -> Self {
+        Document {
+            id: id.into(),
+            title: String::new(),
+            text: String::new(),
+            metadata: serde_json::Value::Null,
+            dense: None,
+            sparse: None,
+        }
+    }
+
+    pub fn title(mut self, title: impl Into<String>) -> Self {
+        self.title = title.into();
+        self
+    }
+
+    pub fn text(mut self, text: impl Into<String>) -> Self {
+        self.text = text.into();
+        self
+    }
+
+    /// JSON metadata: an object (or null for none).
+    pub fn metadata(mut self, metadata: serde_json::Value) -> Self {
+        self.metadata = metadata;
+        self
+    }
+
+    pub fn dense(mut self, vector: Vec<f32>) -> Self {
+        self.dense = Some(vector);
+        self
+    }
+
+    pub fn sparse(mut self, vector: SparseVector) -> Self {
+        self.sparse = Some(vector);
+        self
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// Checks a dense vector's dimension and values; `what` names it in errors.
+pub(crate) fn check_dense(v: &[f32], dim: usize, what: &str) -> Result<()> {
+    if v.len() != dim {
+        return Err(Error::invalid(format!(
+            "{what} has dimension {} but the schema expects {dim}",
+            v.len()
+        )));
+    }
+    if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+        return Err(Error::invalid(format!(
+            "{what} has a non-finite value {} at position {i}",
+            v[i]
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sparse_validation() {
+        assert!(SparseVector::new(vec![1, 2], vec![0.5]).is_err());
+        assert!(SparseVector::new(vec![2, 2], vec![0.5, 0.1]).is_err());
+        assert!(SparseVector::new(vec![3, 2], vec![0.5, 0.1]).is_err());
+        assert!(SparseVector::new(vec![1], vec![f32::NAN]).is_err());
+        let a = SparseVector::new(vec![1, 4, 9], vec![1.0, 2.0, 3.0]).unwrap();
+        let b = SparseVector::new(vec![0, 4, 9, 12], vec![5.0, 0.5, 2.0, 1.0]).unwrap();
+        assert_eq!(a.dot(&b), 2.0 * 0.5 + 3.0 * 2.0);
+    }
+
+    #[test]
+    fn dense_validation() {
+        assert!(check_dense(&[1.0, 2.0], 3, "v").is_err());
+        assert!(check_dense(&[1.0, f32::INFINITY, 0.0], 3, "v").is_err());
+        assert!(check_dense(&[1.0, 2.0, 0.0], 3, "v").is_ok());
+    }
+}

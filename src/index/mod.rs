@@ -1,0 +1,4 @@
+//! The derived indexes, one module per leg.
+
+pub(crate) mod dense;
+pub mod text;

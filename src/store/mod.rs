@@ -1,0 +1,126 @@
+//! The redb document store: documents, the id map, liveness flags, tombstones and the commit
+//! state. It is the source of truth; every index is derived from it (and from the vector rows).
+
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use crate::document::SparseVector;
+use crate::error::{Error, Result};
+use crate::schema::Schema;
+
+/// Format version of the store's records and tables.
+pub(crate) const STORE_VERSION: u32 = 1;
+
+/// `"format"` → u32 LE version, `"schema"` → postcard [`Schema`], `"state"` → postcard [`State`].
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// Document number → postcard [`DocRecord`].
+pub(crate) const DOCS: TableDefinition<u64, &[u8]> = TableDefinition::new("docs");
+/// External id → document number of its live version.
+pub(crate) const IDS: TableDefinition<&str, u64> = TableDefinition::new("ids");
+/// Live document number → flags ([`HAS_DENSE`], [`HAS_SPARSE`]).
+pub(crate) const LIVE: TableDefinition<u64, u8> = TableDefinition::new("live");
+/// Replaced or deleted document number → sequence number of the commit that removed it.
+pub(crate) const TOMBSTONES: TableDefinition<u64, u64> = TableDefinition::new("tombstones");
+
+pub(crate) const HAS_DENSE: u8 = 1;
+pub(crate) const HAS_SPARSE: u8 = 2;
+
+/// The commit state, rewritten by every commit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct State {
+    /// Sequence number of the last commit (0 for a new database).
+    pub seq: u64,
+    /// The next document number to assign; also the committed row count of the vector file.
+    pub next_doc: u64,
+}
+
+/// A stored document. Metadata is kept as JSON text (postcard cannot carry `serde_json::Value`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct DocRecord {
+    pub id: String,
+    pub title: String,
+    pub text: String,
+    pub metadata: String,
+    /// Commit that wrote this version.
+    pub seq: u64,
+    pub sparse: Option<SparseVector>,
+}
+
+pub(crate) fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
+    postcard::to_allocvec(v).map_err(|e| Error::Store(format!("encoding a record: {e}")))
+}
+
+pub(crate) fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &str) -> Result<T> {
+    postcard::from_bytes(bytes).map_err(|e| Error::Store(format!("corrupted {what} record: {e}")))
+}
+
+/// Reads version, schema and state. `Ok(None)` when the store was never initialized.
+pub(crate) fn read_meta(db: &impl ReadableDatabase) -> Result<Option<(Schema, State)>> {
+    let txn = db.begin_read()?;
+    let table = match txn.open_table(META) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let Some(version) = table.get("format")? else {
+        return Ok(None);
+    };
+    let v = version.value();
+    let version = u32::from_le_bytes(
+        v.try_into()
+            .map_err(|_| Error::Store("corrupted format record".into()))?,
+    );
+    if version != STORE_VERSION {
+        return Err(Error::Store(format!(
+            "store format version {version} is not supported (this build reads {STORE_VERSION})"
+        )));
+    }
+    let schema: Schema = match table.get("schema")? {
+        Some(s) => decode(s.value(), "schema")?,
+        None => return Err(Error::Store("schema record missing".into())),
+    };
+    let state: State = match table.get("state")? {
+        Some(s) => decode(s.value(), "state")?,
+        None => return Err(Error::Store("state record missing".into())),
+    };
+    Ok(Some((schema, state)))
+}
+
+/// Creates every table and writes the initial records.
+pub(crate) fn init(db: &redb::Database, schema: &Schema) -> Result<()> {
+    let txn = db.begin_write()?;
+    {
+        let mut meta = txn.open_table(META)?;
+        meta.insert("format", STORE_VERSION.to_le_bytes().as_slice())?;
+        meta.insert("schema", encode(schema)?.as_slice())?;
+        meta.insert("state", encode(&State::default())?.as_slice())?;
+        txn.open_table(DOCS)?;
+        txn.open_table(IDS)?;
+        txn.open_table(LIVE)?;
+        txn.open_table(TOMBSTONES)?;
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+/// Every live document number with its flags, ascending.
+pub(crate) fn live_docs(txn: &redb::ReadTransaction) -> Result<Vec<(u64, u8)>> {
+    let table = txn.open_table(LIVE)?;
+    let mut out = Vec::new();
+    for row in table.iter()? {
+        let (k, v) = row?;
+        out.push((k.value(), v.value()));
+    }
+    Ok(out)
+}
+
+/// Reads one document record.
+pub(crate) fn get_doc(
+    table: &impl ReadableTable<u64, &'static [u8]>,
+    doc: u64,
+) -> Result<Option<DocRecord>> {
+    match table.get(doc)? {
+        Some(v) => Ok(Some(decode(v.value(), "document")?)),
+        None => Ok(None),
+    }
+}

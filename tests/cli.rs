@@ -1,0 +1,202 @@
+//! The `hybridb` binary end to end on the fixtures.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn hybridb(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hybridb"))
+        .args(args)
+        .output()
+        .expect("run hybridb")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = hybridb(args);
+    assert!(
+        out.status.success(),
+        "hybridb {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn ingest_run_eval_search_delete_compact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("db");
+    let data = common::fixtures().join("tiny");
+    let out = ok(&["ingest", "--db", s(&db), "--dataset", s(&data)]);
+    assert!(out.contains("12 documents written"), "{out}");
+
+    // A TREC run: "qid Q0 docid rank score tag", ranks from 1, k lines per query at most.
+    let run = ok(&[
+        "run",
+        "--db",
+        s(&db),
+        "--queries",
+        s(&data),
+        "--k",
+        "5",
+        "--tag",
+        "t1",
+    ]);
+    let lines: Vec<Vec<&str>> = run.lines().map(|l| l.split(' ').collect()).collect();
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.len() == 6 && l[1] == "Q0" && l[5] == "t1")
+    );
+    let q1: Vec<&Vec<&str>> = lines.iter().filter(|l| l[0] == "q1").collect();
+    assert_eq!(q1.len(), 5);
+    assert_eq!(
+        q1.iter().map(|l| l[3]).collect::<Vec<_>>(),
+        ["1", "2", "3", "4", "5"]
+    );
+    assert_eq!(q1[0][2], "seoul");
+    let run_file = tmp.path().join("run.txt");
+    std::fs::write(&run_file, &run).unwrap();
+
+    // eval of the run file and of the database (per leg and fused) as JSON.
+    let ev: serde_json::Value = serde_json::from_str(&ok(&[
+        "eval",
+        "--queries",
+        s(&data),
+        "--run",
+        s(&run_file),
+        "--json",
+    ]))
+    .unwrap();
+    let m = ev.as_object().unwrap().values().next().unwrap();
+    assert_eq!(m["queries"], 8);
+    assert!(m["recall"][2].as_f64().unwrap() >= 0.99, "{m}");
+    let ev: serde_json::Value = serde_json::from_str(&ok(&[
+        "eval",
+        "--queries",
+        s(&data),
+        "--db",
+        s(&db),
+        "--json",
+    ]))
+    .unwrap();
+    for key in ["dense", "bm25", "fused (rrf k=60)"] {
+        assert!(ev.get(key).is_some(), "{ev}");
+    }
+    assert!(ev["bm25"]["recall"][0].as_f64().unwrap() >= 0.85, "{ev}");
+
+    // One leg: that leg's own ranking and scores.
+    let bm25 = ok(&[
+        "run",
+        "--db",
+        s(&db),
+        "--queries",
+        s(&data),
+        "--legs",
+        "bm25",
+        "--k",
+        "3",
+    ]);
+    let first = bm25.lines().next().unwrap();
+    let score: f32 = first.split(' ').nth(4).unwrap().parse().unwrap();
+    assert!(score > 1.0, "a BM25 score, not an RRF one: {first}");
+
+    // search: text + vector from a .npy row, with a metadata filter, as JSON.
+    let hits: serde_json::Value = serde_json::from_str(&ok(&[
+        "search",
+        "--db",
+        s(&db),
+        "김치 발효",
+        "--vector-file",
+        s(&data.join("queries.dense.npy")),
+        "--row",
+        "2",
+        "--filter",
+        "topic=food",
+        "--json",
+    ]))
+    .unwrap();
+    let hits = hits.as_array().unwrap();
+    assert_eq!(hits[0]["id"], "kimchi");
+    assert!(
+        hits.iter()
+            .all(|h| h["document"]["metadata"]["topic"] == "food")
+    );
+
+    let out = ok(&["delete", "--db", s(&db), "kimchi"]);
+    assert!(out.contains("1 removed"), "{out}");
+    let out = ok(&["search", "--db", s(&db), "김치 발효", "--json"]);
+    assert!(!out.contains("\"kimchi\""));
+    ok(&["compact", "--db", s(&db)]);
+    let stats: serde_json::Value =
+        serde_json::from_str(&ok(&["stats", "--db", s(&db), "--json"])).unwrap();
+    assert_eq!(stats["documents"], 11);
+    assert_eq!(stats["hnsw_points"], 11);
+}
+
+#[test]
+fn a_malformed_line_names_file_line_and_field_and_commits_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("db");
+    let bad = common::fixtures().join("bad-line.jsonl");
+    let out = hybridb(&["ingest", "--db", s(&db), "--jsonl", s(&bad)]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad-line.jsonl:3") && err.contains("title"),
+        "{err}"
+    );
+    // Nothing was written: the database does not exist.
+    assert!(!db.join("docs.redb").exists());
+}
+
+#[test]
+fn a_second_writer_process_gets_a_lock_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db_path = tmp.path().join("db");
+    let db = hybridb::Database::open_or_create(&db_path, hybridb::Schema::new().text()).unwrap();
+    let out = hybridb(&["stats", "--db", s(&db_path)]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("locked"), "{err}");
+    drop(db);
+    ok(&["stats", "--db", s(&db_path)]);
+}
+
+#[test]
+fn import_squad_dedups_contexts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = tmp.path().join("mini");
+    let out = ok(&[
+        "import-squad",
+        s(&common::fixtures().join("squad-mini.json")),
+        "--out",
+        s(&out_dir),
+    ]);
+    assert!(out.contains("3 documents"), "{out}");
+    let queries = hybridb::dataset::read_queries(&out_dir.join("queries.jsonl")).unwrap();
+    assert_eq!(queries.len(), 5);
+    let m1 = queries.iter().find(|q| q.id == "m1").unwrap();
+    let m5 = queries.iter().find(|q| q.id == "m5").unwrap();
+    assert_eq!(
+        m1.relevant, m5.relevant,
+        "the repeated context is one document"
+    );
+    // The imported folder ingests and evaluates with BM25 alone.
+    let db = tmp.path().join("db");
+    ok(&["ingest", "--db", s(&db), "--dataset", s(&out_dir)]);
+    let ev: serde_json::Value = serde_json::from_str(&ok(&[
+        "eval",
+        "--queries",
+        s(&out_dir),
+        "--db",
+        s(&db),
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(ev["bm25"]["queries"], 5);
+}

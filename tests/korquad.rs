@@ -1,0 +1,98 @@
+//! Retrieval quality on ../shared/datasets/korquad-v1-dev with its e5 vectors, against the bars
+//! of the engine: dense HNSW within 0.003 of exact, BM25 Recall@10 ≥ 0.99, and default fusion
+//! Recall@5 ≥ 0.986, Recall@10 ≥ 0.993 and not below the best single leg.
+
+mod common;
+
+use std::collections::HashMap;
+
+use hybridb::dataset::{self, QueryRecord};
+use hybridb::eval::{self, Metrics};
+use hybridb::{Database, DenseMode, Document, Leg, Metric, Query, Schema, npy};
+use rayon::prelude::*;
+
+fn evaluate(db: &Database, queries: &[QueryRecord], qdense: &npy::Matrix, base: &Query) -> Metrics {
+    let runs: HashMap<String, Vec<String>> = queries
+        .par_iter()
+        .enumerate()
+        .map(|(i, q)| {
+            let query = base
+                .clone()
+                .text(q.text.clone())
+                .dense(qdense.row(i).unwrap().to_vec())
+                .k(100)
+                .fetch_documents(false);
+            let hits = db.search(&query).unwrap();
+            (q.id.clone(), hits.into_iter().map(|h| h.id).collect())
+        })
+        .collect();
+    eval::evaluate(queries, &runs)
+}
+
+#[test]
+fn korquad_quality_bars() {
+    let Some(root) = common::shared_dataset("korquad-v1-dev") else {
+        return;
+    };
+    let docs: Vec<_> = dataset::read_docs_jsonl(&root.join("corpus.jsonl"))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let dense = npy::read_f32_matrix(&root.join("corpus.dense.npy")).unwrap();
+    let queries = dataset::read_queries(&root.join("queries.jsonl")).unwrap();
+    let qdense = npy::read_f32_matrix(&root.join("queries.dense.npy")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open_or_create(
+        dir.path(),
+        Schema::new().dense(dense.dim, Metric::Cosine).text(),
+    )
+    .unwrap();
+    let mut w = db.writer().unwrap();
+    for (i, l) in docs.into_iter().enumerate() {
+        w.upsert(
+            Document::new(l.doc.id)
+                .title(l.doc.title)
+                .text(l.doc.text)
+                .dense(dense.row(i).unwrap().to_vec()),
+        )
+        .unwrap();
+    }
+    w.commit().unwrap();
+
+    let dense_q = Query::new().legs(&[Leg::Dense]);
+    let exact = evaluate(
+        &db,
+        &queries,
+        &qdense,
+        &dense_q.clone().dense_mode(DenseMode::Exact),
+    );
+    let hnsw = evaluate(
+        &db,
+        &queries,
+        &qdense,
+        &dense_q.dense_mode(DenseMode::Approximate),
+    );
+    let bm25 = evaluate(&db, &queries, &qdense, &Query::new().legs(&[Leg::Bm25]));
+    let fused = evaluate(&db, &queries, &qdense, &Query::new());
+    for (name, m) in [
+        ("dense exact", &exact),
+        ("dense hnsw", &hnsw),
+        ("bm25", &bm25),
+        ("rrf", &fused),
+    ] {
+        eprintln!(
+            "{name:<12} R@1 {:.4} R@5 {:.4} R@10 {:.4} R@100 {:.4} MRR@10 {:.4} nDCG@10 {:.4}",
+            m.recall[0], m.recall[1], m.recall[2], m.recall[4], m.mrr10, m.ndcg10
+        );
+    }
+    assert_eq!(exact.queries, 3316);
+    assert!(
+        (exact.recall[2] - 0.9704).abs() < 0.002,
+        "exact dense differs from the reference"
+    );
+    assert!(hnsw.recall[2] >= exact.recall[2] - 0.003);
+    assert!(bm25.recall[2] >= 0.99, "bm25 R@10 {}", bm25.recall[2]);
+    assert!(fused.recall[1] >= 0.986, "fused R@5 {}", fused.recall[1]);
+    assert!(fused.recall[2] >= 0.993, "fused R@10 {}", fused.recall[2]);
+    assert!(fused.recall[2] >= bm25.recall[2].max(hnsw.recall[2]));
+}
