@@ -43,9 +43,11 @@ pub struct HnswParams {
 impl Default for HnswParams {
     fn default() -> Self {
         HnswParams {
-            m: 16,
-            ef_construction: 200,
-            ef_search: 128,
+            // Measured on korquad-v1-dev (e5 vectors, a narrow cone): M=16/efc=200 lost up to
+            // 0.017 Recall@10 against exact search; M=32/efc=400/ef=256 stays within 0.002.
+            m: 32,
+            ef_construction: 400,
+            ef_search: 256,
             exact_below: 2048,
         }
     }

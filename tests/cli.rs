@@ -84,7 +84,7 @@ fn ingest_run_eval_search_delete_compact() {
         "--json",
     ]))
     .unwrap();
-    for key in ["dense", "bm25", "fused (rrf k=60)"] {
+    for key in ["dense", "bm25", "fused (weighted)"] {
         assert!(ev.get(key).is_some(), "{ev}");
     }
     assert!(ev["bm25"]["recall"][0].as_f64().unwrap() >= 0.85, "{ev}");

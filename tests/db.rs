@@ -5,7 +5,9 @@ mod common;
 
 use std::path::Path;
 
-use hybridb::{Database, DenseMode, Document, Error, Leg, Metric, Query, Schema, SparseVector};
+use hybridb::{
+    Database, DenseMode, Document, Error, Fusion, Leg, Metric, Query, Schema, SparseVector,
+};
 use serde_json::json;
 
 const DIM: usize = 8;
@@ -330,7 +332,7 @@ fn hits_carry_per_leg_ranks_and_scores() {
     let dir = tempfile::tempdir().unwrap();
     let db = populate(dir.path());
     let q = Query::new().text("부산 항구").dense(vec_for(2)).k(3);
-    let hits = db.search(&q).unwrap();
+    let hits = db.search(&q.clone().fusion(Fusion::RRF_60)).unwrap();
     let b = hits.iter().find(|h| h.id == "b").unwrap();
     assert_eq!(hits[0].id, "b");
     assert_eq!(b.legs.len(), 2);

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use hybridb::dataset::{self, QueryRecord};
 use hybridb::eval::{self, Metrics};
-use hybridb::{Database, DenseMode, Document, Leg, Metric, Query, Schema, npy};
+use hybridb::{Database, DenseMode, Document, Fusion, Leg, Metric, Query, Schema, npy};
 use rayon::prelude::*;
 
 fn evaluate(db: &Database, queries: &[QueryRecord], qdense: &npy::Matrix, base: &Query) -> Metrics {
@@ -74,11 +74,13 @@ fn korquad_quality_bars() {
     );
     let bm25 = evaluate(&db, &queries, &qdense, &Query::new().legs(&[Leg::Bm25]));
     let fused = evaluate(&db, &queries, &qdense, &Query::new());
+    let rrf = evaluate(&db, &queries, &qdense, &Query::new().fusion(Fusion::RRF_60));
     for (name, m) in [
         ("dense exact", &exact),
         ("dense hnsw", &hnsw),
         ("bm25", &bm25),
-        ("rrf", &fused),
+        ("rrf k=60", &rrf),
+        ("default", &fused),
     ] {
         eprintln!(
             "{name:<12} R@1 {:.4} R@5 {:.4} R@10 {:.4} R@100 {:.4} MRR@10 {:.4} nDCG@10 {:.4}",

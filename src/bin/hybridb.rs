@@ -116,8 +116,8 @@ struct PlanArgs {
     /// Legs to run, comma separated (default: every leg the query has input for).
     #[arg(long, value_delimiter = ',')]
     legs: Option<Vec<Leg>>,
-    /// rrf or weighted.
-    #[arg(long, default_value = "rrf")]
+    /// weighted (sum of min-max normalized scores) or rrf.
+    #[arg(long, default_value = "weighted")]
     fusion: String,
     #[arg(long, default_value_t = 60.0)]
     rrf_k: f32,
@@ -515,7 +515,7 @@ fn eval_cmd(
             }
             if legs.len() > 1 {
                 let runs = answer_all(&db, &set, &base.clone().legs(&legs))?;
-                let name = match base_fusion(plan) {
+                let name = match plan.fusion.as_str() {
                     "weighted" => "fused (weighted)".to_string(),
                     _ => format!("fused (rrf k={})", plan.rrf_k),
                 };
@@ -551,10 +551,6 @@ fn eval_cmd(
         }
     }
     Ok(())
-}
-
-fn base_fusion(plan: &PlanArgs) -> &str {
-    plan.fusion.as_str()
 }
 
 fn print_hits(hits: &[Hit]) {

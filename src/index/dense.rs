@@ -309,6 +309,8 @@ fn new_graph(spec: DenseSpec, expected: usize) -> Graph {
         spec.hnsw.ef_construction,
         dist,
     );
+    // Keeping pruned candidates looks like it would help connectivity, but on clustered data it
+    // dropped Recall@10 from 0.99 to 0.35 (tests/hnsw_recall.rs): leave it off.
     g.set_extend_candidates(false);
     g
 }

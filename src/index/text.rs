@@ -342,13 +342,9 @@ impl TextIndex {
     }
 
     /// The analyzer the index was created with.
+    #[allow(dead_code)] // The database keeps the analyzer in its own schema too.
     pub fn analyzer(&self) -> Analyzer {
         self.fields.analyzer
-    }
-
-    /// Number of live (non-deleted) documents visible to the current searcher.
-    pub fn num_docs(&self) -> u64 {
-        self.reader.searcher().num_docs()
     }
 }
 
@@ -649,7 +645,7 @@ mod tests {
         let docs = [d0, doc(1, "java garbage", NULL), doc(2, "borrowing", NULL)];
         idx.apply(&docs, &[], 1, 3).unwrap();
         assert_eq!(idx.committed().unwrap(), Some((1, 3)));
-        assert_eq!(idx.num_docs(), 3);
+        assert_eq!(idx.searcher().num_docs(), 3);
         assert_eq!(q(&idx, "RUST", None), [0]);
         assert_eq!(q(&idx, "특별시", None), [0]);
         assert_eq!(q(&idx, "borrowing", None), [2, 0]);
@@ -672,7 +668,7 @@ mod tests {
         let mut idx = TextIndex::open(path, a, true).unwrap();
         idx.clear(4, 4).unwrap();
         assert_eq!(idx.committed().unwrap(), Some((4, 4)));
-        assert_eq!(idx.num_docs(), 0);
+        assert_eq!(idx.searcher().num_docs(), 0);
         let mut prepared = idx.writer.as_mut().unwrap().prepare_commit().unwrap();
         prepared.set_payload("{\"seq\": 1}");
         prepared.commit().unwrap();

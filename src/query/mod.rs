@@ -42,18 +42,19 @@ impl std::str::FromStr for Leg {
 }
 
 /// How the legs' lists become one.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub enum Fusion {
-    /// Reciprocal Rank Fusion with constant `k` (60 by default).
+    /// Reciprocal Rank Fusion with constant `k` (conventionally 60).
     Rrf { k: f32 },
-    /// Weighted sum of per-leg min-max normalized scores.
+    /// Weighted sum of per-leg min-max normalized scores (the default: on korquad-v1-dev it beats
+    /// RRF k=60 at every cutoff without tuned weights; see the README).
+    #[default]
     Weighted,
 }
 
-impl Default for Fusion {
-    fn default() -> Self {
-        Fusion::Rrf { k: 60.0 }
-    }
+impl Fusion {
+    /// RRF with the conventional k = 60.
+    pub const RRF_60: Fusion = Fusion::Rrf { k: 60.0 };
 }
 
 /// How the dense leg searches.
