@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
+use crate::document::{Document, SparseVector};
 use crate::error::{Error, Result};
 
 /// One corpus document.
@@ -121,10 +122,79 @@ impl DatasetDir {
         self.existing("queries.sparse.jsonl")
     }
 
+    /// The corpus as documents ready to write, with their dense rows and sparse vectors.
+    pub fn documents(&self) -> Result<Vec<Document>> {
+        read_documents(
+            &self.corpus(),
+            self.corpus_dense().as_deref(),
+            self.corpus_sparse().as_deref(),
+        )
+    }
+
     fn existing(&self, name: &str) -> Option<PathBuf> {
         let p = self.root.join(name);
         p.is_file().then_some(p)
     }
+}
+
+/// Reads a corpus JSONL file into documents, attaching row i of `dense` (.npy) and line i of
+/// `sparse` (.jsonl) to document i. Vectors inline in the corpus lines win over the side files.
+/// Every line is parsed and checked before anything is returned.
+pub fn read_documents(
+    corpus: &Path,
+    dense: Option<&Path>,
+    sparse: Option<&Path>,
+) -> Result<Vec<Document>> {
+    let lines: Vec<DocLine> = read_docs_jsonl(corpus)?.collect::<Result<_>>()?;
+    let dense = dense.map(crate::npy::read_f32_matrix).transpose()?;
+    let sparse: Option<Vec<SparseRecord>> = match sparse {
+        Some(p) => Some(read_sparse_jsonl(p)?.collect::<Result<_>>()?),
+        None => None,
+    };
+    let mismatch = |what: String, n: usize| {
+        Error::invalid(format!(
+            "{what} has {n} rows but {} has {} documents",
+            corpus.display(),
+            lines.len()
+        ))
+    };
+    if let Some(m) = &dense
+        && m.rows != lines.len()
+    {
+        return Err(mismatch("the dense .npy".into(), m.rows));
+    }
+    if let Some(s) = &sparse
+        && s.len() != lines.len()
+    {
+        return Err(mismatch("the sparse .jsonl".into(), s.len()));
+    }
+    let mut docs = Vec::with_capacity(lines.len());
+    for (i, l) in lines.into_iter().enumerate() {
+        let mut doc = Document::new(l.doc.id)
+            .title(l.doc.title)
+            .text(l.doc.text)
+            .metadata(l.doc.metadata);
+        let row = l
+            .dense
+            .or_else(|| dense.as_ref().and_then(|m| m.row(i)).map(<[f32]>::to_vec));
+        if let Some(v) = row {
+            doc = doc.dense(v);
+        }
+        if let Some(s) = l
+            .sparse
+            .or_else(|| sparse.as_ref().and_then(|s| s.get(i).cloned()))
+        {
+            let v = SparseVector::new(s.indices, s.values).map_err(|e| Error::Parse {
+                path: corpus.to_path_buf(),
+                line: l.line,
+                field: "sparse".into(),
+                reason: e.to_string(),
+            })?;
+            doc = doc.sparse(v);
+        }
+        docs.push(doc);
+    }
+    Ok(docs)
 }
 
 /// Reads non-blank lines of a file, numbering them from 1.

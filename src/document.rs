@@ -116,6 +116,14 @@ impl Document {
     pub fn id(&self) -> &str {
         &self.id
     }
+
+    pub fn dense_vector(&self) -> Option<&[f32]> {
+        self.dense.as_deref()
+    }
+
+    pub fn sparse_vector(&self) -> Option<&SparseVector> {
+        self.sparse.as_ref()
+    }
 }
 
 /// Checks a dense vector's dimension and values; `what` names it in errors.

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use hybridb::dataset::{self, QueryRecord};
 use hybridb::eval::{self, Metrics};
-use hybridb::{Database, DenseMode, Document, Fusion, Leg, Metric, Query, Schema, npy};
+use hybridb::{Database, DenseMode, Fusion, Leg, Metric, Query, Schema, npy};
 use rayon::prelude::*;
 
 fn evaluate(db: &Database, queries: &[QueryRecord], qdense: &npy::Matrix, base: &Query) -> Metrics {
@@ -34,28 +34,18 @@ fn korquad_quality_bars() {
     let Some(root) = common::shared_dataset("korquad-v1-dev") else {
         return;
     };
-    let docs: Vec<_> = dataset::read_docs_jsonl(&root.join("corpus.jsonl"))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    let dense = npy::read_f32_matrix(&root.join("corpus.dense.npy")).unwrap();
+    let docs = dataset::DatasetDir::new(&root).documents().unwrap();
     let queries = dataset::read_queries(&root.join("queries.jsonl")).unwrap();
     let qdense = npy::read_f32_matrix(&root.join("queries.dense.npy")).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let db = Database::open_or_create(
-        dir.path(),
-        Schema::new().dense(dense.dim, Metric::Cosine).text(),
-    )
-    .unwrap();
+    let schema = Schema::new()
+        .dense(qdense.dim, Metric::Cosine)
+        .sparse()
+        .text();
+    let db = Database::open_or_create(dir.path(), schema).unwrap();
     let mut w = db.writer().unwrap();
-    for (i, l) in docs.into_iter().enumerate() {
-        w.upsert(
-            Document::new(l.doc.id)
-                .title(l.doc.title)
-                .text(l.doc.text)
-                .dense(dense.row(i).unwrap().to_vec()),
-        )
-        .unwrap();
+    for doc in docs {
+        w.upsert(doc).unwrap();
     }
     w.commit().unwrap();
 

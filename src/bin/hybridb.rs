@@ -8,10 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use hybridb::dataset::{self, DatasetDir, QueryRecord};
 use hybridb::eval::{self, Metrics};
-use hybridb::{
-    Analyzer, Database, DenseMode, Document, Fusion, Hit, Leg, Metric, Query, Schema, SparseVector,
-    npy,
-};
+use hybridb::{Analyzer, Database, DenseMode, Fusion, Hit, Leg, Metric, Query, Schema, npy};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 
@@ -305,57 +302,19 @@ fn ingest(
     metric: Metric,
     analyzer: Analyzer,
 ) -> Result<()> {
-    let (corpus, dense, sparse) = match (dataset, jsonl) {
-        (Some(d), _) => {
-            let d = DatasetDir::open(d)?;
-            let dense = d
-                .corpus_dense()
-                .map(|p| npy::read_f32_matrix(&p))
-                .transpose()?;
-            let sparse = match d.corpus_sparse() {
-                Some(p) => {
-                    Some(dataset::read_sparse_jsonl(&p)?.collect::<hybridb::Result<Vec<_>>>()?)
-                }
-                None => None,
-            };
-            (d.corpus(), dense, sparse)
-        }
-        (None, Some(f)) => (f.to_path_buf(), None, None),
+    // Every line is read and checked before anything is written.
+    let docs = match (dataset, jsonl) {
+        (Some(d), _) => DatasetDir::open(d)?.documents(),
+        (None, Some(f)) => dataset::read_documents(f, None, None),
         (None, None) => bail!("give --dataset DIR or --jsonl FILE"),
-    };
-    // Read and validate every line before anything is written.
-    let lines: Vec<dataset::DocLine> = dataset::read_docs_jsonl(&corpus)?
-        .collect::<hybridb::Result<_>>()
-        .with_context(|| "nothing was ingested")?;
-    if let Some(m) = &dense
-        && m.rows != lines.len()
-    {
-        bail!(
-            "corpus.dense.npy has {} rows but {} has {} documents; nothing was ingested",
-            m.rows,
-            corpus.display(),
-            lines.len()
-        );
     }
-    if let Some(s) = &sparse
-        && s.len() != lines.len()
-    {
-        bail!(
-            "corpus.sparse.jsonl has {} lines but the corpus has {} documents; nothing was ingested",
-            s.len(),
-            lines.len()
-        );
-    }
-    let dim = dense
-        .as_ref()
-        .map(|m| m.dim)
-        .or_else(|| lines.iter().find_map(|l| l.dense.as_ref().map(Vec::len)));
-    let has_sparse = sparse.is_some() || lines.iter().any(|l| l.sparse.is_some());
+    .context("nothing was ingested")?;
+    let dim = docs.iter().find_map(|d| d.dense_vector().map(<[f32]>::len));
     let mut schema = Schema::new().text_with(analyzer);
     if let Some(dim) = dim {
         schema = schema.dense(dim, metric);
     }
-    if has_sparse {
+    if docs.iter().any(|d| d.sparse_vector().is_some()) {
         schema = schema.sparse();
     }
     let db = if db_path.join("docs.redb").exists() {
@@ -363,34 +322,15 @@ fn ingest(
     } else {
         Database::open_or_create(db_path, schema)?
     };
-    let bar = ProgressBar::new(lines.len() as u64).with_style(ProgressStyle::with_template(
-        "{msg} {bar:40} {pos}/{len} docs ({per_sec}, eta {eta})",
+    let total = docs.len();
+    let bar = ProgressBar::new(total as u64).with_style(ProgressStyle::with_template(
+        "staging {bar:40} {pos}/{len} docs ({per_sec})",
     )?);
-    bar.set_message("staging");
     let mut w = db.writer()?;
-    let total = lines.len();
-    for (i, l) in lines.into_iter().enumerate() {
-        let mut doc = Document::new(l.doc.id)
-            .title(l.doc.title)
-            .text(l.doc.text)
-            .metadata(l.doc.metadata);
-        let vector = l
-            .dense
-            .or_else(|| dense.as_ref().and_then(|m| m.row(i)).map(<[f32]>::to_vec));
-        if let Some(v) = vector {
-            doc = doc.dense(v);
-        }
-        let sp = l
-            .sparse
-            .or_else(|| sparse.as_ref().and_then(|s| s.get(i).cloned()));
-        if let Some(s) = sp {
-            doc = doc.sparse(
-                SparseVector::new(s.indices, s.values)
-                    .with_context(|| format!("{}:{}: sparse", corpus.display(), l.line))?,
-            );
-        }
+    for doc in docs {
+        let id = doc.id().to_string();
         w.upsert(doc)
-            .with_context(|| format!("{}:{}; nothing was ingested", corpus.display(), l.line))?;
+            .with_context(|| format!("document {id:?}; nothing was ingested"))?;
         bar.inc(1);
     }
     bar.finish_and_clear();
