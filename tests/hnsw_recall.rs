@@ -3,11 +3,18 @@
 mod common;
 
 use hybridb::{Database, DenseMode, Document, Leg, Metric, Query, Schema};
+use serde_json::json;
 
 fn recall_at_10(db: &Database, queries: &[Vec<f32>]) -> f64 {
+    recall_with(db, queries, Query::new())
+}
+
+/// Recall@10 of HNSW against exact search, both under the filters of `template`.
+fn recall_with(db: &Database, queries: &[Vec<f32>], template: Query) -> f64 {
     let mut found = 0usize;
     for q in queries {
-        let base = Query::new()
+        let base = template
+            .clone()
             .dense(q.clone())
             .k(10)
             .depth(10)
@@ -36,12 +43,21 @@ fn hnsw_recall_on_12k_clustered_vectors() {
         Database::open_or_create(dir.path(), Schema::new().dense(dim, Metric::Cosine)).unwrap();
     let mut w = db.writer().unwrap();
     for (i, v) in data.into_iter().enumerate() {
-        w.upsert(Document::new(format!("d{i}")).dense(v)).unwrap();
+        let meta = json!({"half": i % 2, "tenth": i % 10});
+        w.upsert(Document::new(format!("d{i}")).metadata(meta).dense(v))
+            .unwrap();
     }
     w.commit().unwrap();
     let r = recall_at_10(&db, &queries);
     eprintln!("HNSW Recall@10 vs exact on {n} x {dim}: {r:.4}");
     assert!(r >= 0.95, "recall {r}");
+    // With a filter that keeps half the points (searched unfiltered, then filtered) and one that
+    // keeps a tenth (the graph's filtered search).
+    for (field, keep) in [("half", 0), ("tenth", 3)] {
+        let r = recall_with(&db, &queries, Query::new().filter_eq(field, json!(keep)));
+        eprintln!("  with filter {field}={keep}: {r:.4}");
+        assert!(r >= 0.9, "filtered recall {r}");
+    }
 
     // The dumped graph reloads and answers the same.
     drop(db);

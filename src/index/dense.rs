@@ -278,6 +278,11 @@ impl DenseIndex {
     }
 
     /// Approximate top-`k` among `allow` by HNSW; `(doc, distance)` best first.
+    ///
+    /// hnsw_rs's filtered search never stops early (it explores until its candidates run out,
+    /// close to a full scan), so when most graph points are allowed the graph is searched
+    /// unfiltered for `ef` candidates and those are filtered here; the filtered search is used
+    /// only when that leaves fewer than `k` or when `allow` is a small part of the graph.
     pub fn search_graph(
         &self,
         query: &[f32],
@@ -285,9 +290,24 @@ impl DenseIndex {
         ef: usize,
         allow: &DocSet,
     ) -> Vec<(u64, f32)> {
+        let ef = ef.max(k);
+        let points = self.graph.get_nb_point();
+        if allow.len() * 2 >= points {
+            let hits: Vec<(u64, f32)> = self
+                .graph
+                .search(query, ef, ef)
+                .into_iter()
+                .filter(|n| allow.contains(n.d_id as u64))
+                .take(k)
+                .map(|n| (n.d_id as u64, n.distance))
+                .collect();
+            if hits.len() >= k.min(allow.len()) {
+                return hits;
+            }
+        }
         let filter = |id: &usize| allow.contains(*id as u64);
-        let found = self.graph.search_filter(query, k, ef.max(k), Some(&filter));
-        found
+        self.graph
+            .search_filter(query, k, ef, Some(&filter))
             .into_iter()
             .map(|n| (n.d_id as u64, n.distance))
             .collect()
