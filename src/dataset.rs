@@ -124,16 +124,105 @@ impl DatasetDir {
 
     /// The corpus as documents ready to write, with their dense rows and sparse vectors.
     pub fn documents(&self) -> Result<Vec<Document>> {
-        read_documents(
+        let mut docs = read_documents(
             &self.corpus(),
             self.corpus_dense().as_deref(),
             self.corpus_sparse().as_deref(),
-        )
+        )?;
+        if let Some((tokens, offsets)) = self.corpus_colbert() {
+            let tv = TokenVectors::read(&tokens, &offsets)?;
+            if tv.len() != docs.len() {
+                return Err(Error::invalid(format!(
+                    "{} describes {} texts but the corpus has {} documents",
+                    offsets.display(),
+                    tv.len(),
+                    docs.len()
+                )));
+            }
+            docs = docs
+                .into_iter()
+                .enumerate()
+                .map(|(i, d)| match tv.get(i) {
+                    Some(t) if !t.is_empty() => d.colbert(t.to_vec()),
+                    _ => d,
+                })
+                .collect();
+        }
+        Ok(docs)
+    }
+
+    /// `corpus.colbert.npy` and `corpus.colbert.offsets.npy`, when both exist.
+    pub fn corpus_colbert(&self) -> Option<(PathBuf, PathBuf)> {
+        Some((
+            self.existing("corpus.colbert.npy")?,
+            self.existing("corpus.colbert.offsets.npy")?,
+        ))
+    }
+
+    /// `queries.colbert.npy` and `queries.colbert.offsets.npy`, when both exist.
+    pub fn queries_colbert(&self) -> Option<(PathBuf, PathBuf)> {
+        Some((
+            self.existing("queries.colbert.npy")?,
+            self.existing("queries.colbert.offsets.npy")?,
+        ))
     }
 
     fn existing(&self, name: &str) -> Option<PathBuf> {
         let p = self.root.join(name);
         p.is_file().then_some(p)
+    }
+}
+
+/// Token vectors of many texts: rows `offsets[i]..offsets[i + 1]` of `tokens` belong to text i.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenVectors {
+    pub tokens: crate::npy::Matrix,
+    pub offsets: Vec<i64>,
+}
+
+impl TokenVectors {
+    /// Reads a `[total_tokens, dim]` float32 .npy and its int64 `[texts + 1]` offsets, checking
+    /// that the offsets start at 0, never decrease and end at the row count.
+    pub fn read(tokens: &Path, offsets: &Path) -> Result<TokenVectors> {
+        let matrix = crate::npy::read_f32_matrix(tokens)?;
+        let offs = crate::npy::read_i64_vector(offsets)?;
+        let bad = |reason: String| Error::corrupted(offsets, reason);
+        if offs.first() != Some(&0) {
+            return Err(bad("offsets must start at 0".into()));
+        }
+        if let Some(i) = offs.windows(2).position(|w| w[1] < w[0]) {
+            return Err(bad(format!("offsets decrease at position {}", i + 1)));
+        }
+        if offs.last().copied() != i64::try_from(matrix.rows).ok() {
+            return Err(bad(format!(
+                "offsets end at {:?} but {} has {} rows",
+                offs.last(),
+                tokens.display(),
+                matrix.rows
+            )));
+        }
+        Ok(TokenVectors {
+            tokens: matrix,
+            offsets: offs,
+        })
+    }
+
+    /// Number of texts.
+    pub fn len(&self) -> usize {
+        self.offsets.len().saturating_sub(1)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Text i's token vectors, row-major.
+    pub fn get(&self, i: usize) -> Option<&[f32]> {
+        let (a, b) = (*self.offsets.get(i)?, *self.offsets.get(i + 1)?);
+        let dim = self.tokens.dim;
+        self.tokens
+            .data
+            .get(usize::try_from(a).ok()? * dim..usize::try_from(b).ok()? * dim)
     }
 }
 

@@ -73,6 +73,7 @@ pub struct Document {
     pub(crate) metadata: serde_json::Value,
     pub(crate) dense: Option<Vec<f32>>,
     pub(crate) sparse: Option<SparseVector>,
+    pub(crate) colbert: Option<Vec<f32>>,
 }
 
 impl Document {
@@ -84,6 +85,7 @@ impl Document {
             metadata: serde_json::Value::Null,
             dense: None,
             sparse: None,
+            colbert: None,
         }
     }
 
@@ -113,6 +115,12 @@ impl Document {
         self
     }
 
+    /// ColBERT token vectors, row-major (tokens × the schema's ColBERT dimension).
+    pub fn colbert(mut self, tokens: Vec<f32>) -> Self {
+        self.colbert = Some(tokens);
+        self
+    }
+
     pub fn id(&self) -> &str {
         &self.id
     }
@@ -138,6 +146,25 @@ pub(crate) fn check_dense(v: &[f32], dim: usize, what: &str) -> Result<()> {
         return Err(Error::invalid(format!(
             "{what} has a non-finite value {} at position {i}",
             v[i]
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a row-major block of token vectors: a whole number of `dim`-sized rows, all finite.
+pub(crate) fn check_tokens(t: &[f32], dim: usize, what: &str) -> Result<()> {
+    if t.is_empty() || !t.len().is_multiple_of(dim) {
+        return Err(Error::invalid(format!(
+            "{what} hold {} values, not a positive multiple of the dimension {dim}",
+            t.len()
+        )));
+    }
+    if let Some(i) = t.iter().position(|x| !x.is_finite()) {
+        return Err(Error::invalid(format!(
+            "{what} have a non-finite value {} at token {}, position {}",
+            t[i],
+            i / dim,
+            i % dim
         )));
     }
     Ok(())

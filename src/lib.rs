@@ -1,8 +1,10 @@
 //! hybridb: an embedded hybrid-retrieval database.
 //!
 //! A [`Database`] lives in one directory. Documents carry text, JSON metadata and optionally a
-//! dense vector; they are indexed for dense nearest-neighbour search (HNSW) and for BM25 over
-//! title and text, and a [`Query`] fuses the legs by Reciprocal Rank Fusion or a weighted sum.
+//! dense vector, sparse lexical weights and ColBERT token vectors; they are indexed for dense
+//! nearest-neighbour search (HNSW), exact sparse dot-product search and BM25 over title and
+//! text. A [`Query`] fuses the legs by a weighted sum or Reciprocal Rank Fusion and can rerank
+//! the fused candidates by ColBERT MaxSim.
 //! A [`Writer`] batch commits atomically across every index. The on-disk format is described in
 //! `storage-format.md`.
 
@@ -10,6 +12,7 @@ mod db;
 mod docset;
 mod document;
 mod error;
+mod fsio;
 mod index;
 mod query;
 mod schema;
@@ -23,6 +26,9 @@ pub mod squad;
 pub use db::{CommitInfo, Database, Stats, Writer};
 pub use document::{Document, SparseVector};
 pub use error::{Error, Result};
+pub use index::colbert::Precision;
 pub use index::text::Analyzer;
-pub use query::{DenseMode, Fusion, Hit, Leg, LegScore, Query, StoredDocument};
-pub use schema::{DenseSpec, HnswParams, Metric, Schema};
+pub use query::{
+    DenseMode, Fusion, Hit, Leg, LegScore, Query, Rerank, RerankFusion, StoredDocument,
+};
+pub use schema::{ColbertSpec, DenseSpec, HnswParams, Metric, Schema};

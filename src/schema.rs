@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::index::colbert::Precision;
 use crate::index::text::Analyzer;
 
 /// Similarity used by the dense leg.
@@ -61,6 +62,13 @@ pub struct DenseSpec {
     pub hnsw: HnswParams,
 }
 
+/// ColBERT-leg configuration: token vector dimension and stored precision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColbertSpec {
+    pub dim: usize,
+    pub precision: Precision,
+}
+
 /// What a database stores and indexes. Fixed at creation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Schema {
@@ -69,6 +77,8 @@ pub struct Schema {
     pub sparse: bool,
     /// The BM25 analyzer of the text leg, if there is one.
     pub text: Option<Analyzer>,
+    /// ColBERT token vectors, used to rerank.
+    pub colbert: Option<ColbertSpec>,
 }
 
 impl Schema {
@@ -78,6 +88,7 @@ impl Schema {
             dense: None,
             sparse: false,
             text: None,
+            colbert: None,
         }
     }
 
@@ -99,7 +110,13 @@ impl Schema {
         self
     }
 
-    /// Allows sparse lexical weights on documents.
+    /// Stores ColBERT token vectors of `dim` dimensions at `precision`, for reranking.
+    pub fn colbert(mut self, dim: usize, precision: Precision) -> Self {
+        self.colbert = Some(ColbertSpec { dim, precision });
+        self
+    }
+
+    /// Adds the sparse lexical-weight leg (an inverted index over documents' sparse vectors).
     pub fn sparse(mut self) -> Self {
         self.sparse = true;
         self
@@ -130,6 +147,14 @@ impl Schema {
                     "HNSW parameters out of range: {h:?}"
                 )));
             }
+        }
+        if let Some(c) = &self.colbert
+            && (c.dim == 0 || c.dim > 65_536)
+        {
+            return Err(Error::invalid(format!(
+                "ColBERT dimension {} is out of range 1..=65536",
+                c.dim
+            )));
         }
         Ok(())
     }

@@ -89,6 +89,48 @@ fn ingest_run_eval_search_delete_compact() {
     }
     assert!(ev["bm25"]["recall"][0].as_f64().unwrap() >= 0.85, "{ev}");
 
+    // Three candidate legs and a ColBERT rerank (the fixture ships sparse and token vectors).
+    let ev: serde_json::Value = serde_json::from_str(&ok(&[
+        "eval",
+        "--queries",
+        s(&data),
+        "--db",
+        s(&db),
+        "--legs",
+        "dense,sparse,bm25",
+        "--rerank",
+        "colbert",
+        "--rerank-top",
+        "10",
+        "--json",
+    ]))
+    .unwrap();
+    for key in [
+        "dense",
+        "sparse",
+        "bm25",
+        "fused (weighted)",
+        "+ colbert rerank (weighted)",
+    ] {
+        assert_eq!(ev[key]["queries"], 8, "{key}: {ev}");
+    }
+    let reranked = ok(&[
+        "run",
+        "--db",
+        s(&db),
+        "--queries",
+        s(&data),
+        "--legs",
+        "dense,sparse,bm25",
+        "--rerank",
+        "colbert",
+        "--rerank-fusion",
+        "rrf",
+        "--k",
+        "3",
+    ]);
+    assert_eq!(reranked.lines().filter(|l| l.starts_with("q1 ")).count(), 3);
+
     // One leg: that leg's own ranking and scores.
     let bm25 = ok(&[
         "run",

@@ -115,8 +115,8 @@ fn lagging_indexes_catch_up_on_open() {
     let lagging = tempfile::tempdir().unwrap();
     drop(populate(dir.path()));
     // Keep the indexes as they were after commit 1.
-    copy_dir(&dir.path().join("text"), &lagging.path().join("text"));
-    copy_dir(&dir.path().join("dense"), &lagging.path().join("dense"));
+    common::copy_dir(&dir.path().join("text"), &lagging.path().join("text"));
+    common::copy_dir(&dir.path().join("dense"), &lagging.path().join("dense"));
     {
         let db = Database::open(dir.path()).unwrap();
         let mut w = db.writer().unwrap();
@@ -127,10 +127,10 @@ fn lagging_indexes_catch_up_on_open() {
     // Put the old index files back, as if the process died right after the store committed,
     // and leave an unfinished commit's rows past the end of the vector file.
     std::fs::remove_dir_all(dir.path().join("text")).unwrap();
-    copy_dir(&lagging.path().join("text"), &dir.path().join("text"));
+    common::copy_dir(&lagging.path().join("text"), &dir.path().join("text"));
     let vectors = std::fs::read(dir.path().join("dense/vectors.bin")).unwrap();
     std::fs::remove_dir_all(dir.path().join("dense")).unwrap();
-    copy_dir(&lagging.path().join("dense"), &dir.path().join("dense"));
+    common::copy_dir(&lagging.path().join("dense"), &dir.path().join("dense"));
     let mut with_garbage = vectors.clone();
     with_garbage.extend_from_slice(&[0xAB; DIM * 4 * 2]);
     std::fs::write(dir.path().join("dense/vectors.bin"), &with_garbage).unwrap();
@@ -345,17 +345,4 @@ fn hits_carry_per_leg_ranks_and_scores() {
         "cosine with itself: {}",
         dense.score
     );
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
-    }
 }

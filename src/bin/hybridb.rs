@@ -6,9 +6,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use hybridb::dataset::{self, DatasetDir, QueryRecord};
+use hybridb::dataset::{self, DatasetDir, QueryRecord, TokenVectors};
 use hybridb::eval::{self, Metrics};
-use hybridb::{Analyzer, Database, DenseMode, Fusion, Hit, Leg, Metric, Query, Schema, npy};
+use hybridb::{
+    Analyzer, Database, DenseMode, Fusion, Hit, Leg, Metric, Precision, Query, Rerank,
+    RerankFusion, Schema, SparseVector, npy,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 
@@ -41,6 +44,9 @@ enum Command {
         /// BM25 analyzer for a new database: hangul-bigram or default.
         #[arg(long, default_value = "hangul-bigram")]
         analyzer: Analyzer,
+        /// Stored precision of ColBERT token vectors for a new database: f32, f16, int8, binary.
+        #[arg(long, default_value = "f16")]
+        colbert_precision: Precision,
     },
     /// Convert SQuAD-format JSON (KorQuAD, KLUE MRC) into a dataset folder.
     ImportSquad {
@@ -130,6 +136,15 @@ struct PlanArgs {
     /// Dense search mode: auto, exact or hnsw.
     #[arg(long, default_value = "auto")]
     dense_mode: String,
+    /// Rerank the fused candidates: colbert (needs queries.colbert.npy + offsets).
+    #[arg(long)]
+    rerank: Option<String>,
+    /// Candidates reranked by ColBERT MaxSim.
+    #[arg(long, default_value_t = 100)]
+    rerank_top: usize,
+    /// Final order after reranking: weighted (0.4 dense + 0.2 sparse + 0.4 colbert) or rrf.
+    #[arg(long, default_value = "weighted")]
+    rerank_fusion: String,
     /// Metadata equality filter, as PATH=JSON (e.g. source="klue" or year=2020); repeatable.
     #[arg(long = "filter", value_parser = parse_filter)]
     filters: Vec<(String, serde_json::Value)>,
@@ -174,6 +189,21 @@ impl PlanArgs {
             "hnsw" => DenseMode::Approximate,
             other => bail!("unknown dense mode {other:?} (expected auto, exact or hnsw)"),
         });
+        match self.rerank.as_deref() {
+            None => {}
+            Some("colbert") => {
+                let fusion = match self.rerank_fusion.as_str() {
+                    "weighted" => RerankFusion::default(),
+                    "rrf" => RerankFusion::Rrf { k: self.rrf_k },
+                    other => bail!("unknown rerank fusion {other:?} (expected weighted or rrf)"),
+                };
+                q = q.rerank(Rerank {
+                    top: self.rerank_top,
+                    fusion,
+                });
+            }
+            Some(other) => bail!("unknown reranker {other:?} (expected colbert)"),
+        }
         for (path, value) in &self.filters {
             q = q.filter_eq(path.clone(), value.clone());
         }
@@ -196,7 +226,15 @@ fn run(cli: Cli) -> Result<()> {
             jsonl,
             metric,
             analyzer,
-        } => ingest(&db, dataset.as_deref(), jsonl.as_deref(), metric, analyzer),
+            colbert_precision,
+        } => ingest(
+            &db,
+            dataset.as_deref(),
+            jsonl.as_deref(),
+            metric,
+            analyzer,
+            colbert_precision,
+        ),
         Command::ImportSquad { file, out } => {
             let s = hybridb::squad::import_squad(&file, &out)?;
             println!(
@@ -301,6 +339,7 @@ fn ingest(
     jsonl: Option<&Path>,
     metric: Metric,
     analyzer: Analyzer,
+    colbert_precision: Precision,
 ) -> Result<()> {
     // Every line is read and checked before anything is written.
     let docs = match (dataset, jsonl) {
@@ -316,6 +355,10 @@ fn ingest(
     }
     if docs.iter().any(|d| d.sparse_vector().is_some()) {
         schema = schema.sparse();
+    }
+    if let Some((tokens, _)) = dataset.and_then(|d| DatasetDir::new(d).corpus_colbert()) {
+        let (_, dim) = npy::read_npy_dim(&tokens)?;
+        schema = schema.colbert(dim, colbert_precision);
     }
     let db = if db_path.join("docs.redb").exists() {
         Database::open(db_path)?
@@ -356,10 +399,12 @@ fn spinner(msg: &str) -> ProgressBar {
     s
 }
 
-/// Queries of a dataset folder with their optional dense vectors.
+/// Queries of a dataset folder with their optional dense, sparse and ColBERT vectors.
 struct QuerySet {
     queries: Vec<QueryRecord>,
     dense: Option<npy::Matrix>,
+    sparse: Option<Vec<SparseVector>>,
+    colbert: Option<TokenVectors>,
 }
 
 impl QuerySet {
@@ -379,7 +424,45 @@ impl QuerySet {
                 queries.len()
             );
         }
-        Ok(QuerySet { queries, dense })
+        let sparse = match d.queries_sparse() {
+            Some(p) => {
+                let rows = dataset::read_sparse_jsonl(&p)?
+                    .map(|r| r.and_then(|r| SparseVector::new(r.indices, r.values)))
+                    .collect::<hybridb::Result<Vec<_>>>()
+                    .with_context(|| format!("{}", p.display()))?;
+                if rows.len() != queries.len() {
+                    bail!(
+                        "{} has {} lines but queries.jsonl has {} queries",
+                        p.display(),
+                        rows.len(),
+                        queries.len()
+                    );
+                }
+                Some(rows)
+            }
+            None => None,
+        };
+        let colbert = match d.queries_colbert() {
+            Some((t, o)) => {
+                let tv = TokenVectors::read(&t, &o)?;
+                if tv.len() != queries.len() {
+                    bail!(
+                        "{} describes {} queries but queries.jsonl has {}",
+                        o.display(),
+                        tv.len(),
+                        queries.len()
+                    );
+                }
+                Some(tv)
+            }
+            None => None,
+        };
+        Ok(QuerySet {
+            queries,
+            dense,
+            sparse,
+            colbert,
+        })
     }
 
     fn query(&self, i: usize, base: &Query, db: &Database) -> Query {
@@ -388,6 +471,16 @@ impl QuerySet {
             && let Some(v) = self.dense.as_ref().and_then(|m| m.row(i))
         {
             q = q.dense(v.to_vec());
+        }
+        if db.schema().sparse
+            && let Some(v) = self.sparse.as_ref().and_then(|s| s.get(i))
+        {
+            q = q.sparse(v.clone());
+        }
+        if base.is_reranked()
+            && let Some(t) = self.colbert.as_ref().and_then(|c| c.get(i))
+        {
+            q = q.colbert(t.to_vec());
         }
         q.fetch_documents(false)
     }
@@ -436,29 +529,41 @@ fn eval_cmd(
         }
         (None, Some(db)) => {
             let db = Database::open(db)?;
-            let base = plan.query(100)?;
+            let plain = PlanArgs {
+                rerank: None,
+                ..plan.clone()
+            }
+            .query(100)?;
             let mut legs = plan.legs.clone().unwrap_or_default();
             if legs.is_empty() {
                 if db.schema().dense.is_some() && set.dense.is_some() {
                     legs.push(Leg::Dense);
+                }
+                if db.schema().sparse && set.sparse.is_some() {
+                    legs.push(Leg::Sparse);
                 }
                 if db.schema().text.is_some() {
                     legs.push(Leg::Bm25);
                 }
             }
             for leg in &legs {
-                let runs = answer_all(&db, &set, &base.clone().legs(&[*leg]))?;
+                let runs = answer_all(&db, &set, &plain.clone().legs(&[*leg]))?;
                 rows.push((
                     leg.as_str().to_string(),
                     eval::evaluate(&set.queries, &to_runs(&set, &runs)),
                 ));
             }
             if legs.len() > 1 {
-                let runs = answer_all(&db, &set, &base.clone().legs(&legs))?;
+                let runs = answer_all(&db, &set, &plain.clone().legs(&legs))?;
                 let name = match plan.fusion.as_str() {
                     "weighted" => "fused (weighted)".to_string(),
                     _ => format!("fused (rrf k={})", plan.rrf_k),
                 };
+                rows.push((name, eval::evaluate(&set.queries, &to_runs(&set, &runs))));
+            }
+            if plan.rerank.is_some() {
+                let runs = answer_all(&db, &set, &plan.query(100)?.legs(&legs))?;
+                let name = format!("+ colbert rerank ({})", plan.rerank_fusion);
                 rows.push((name, eval::evaluate(&set.queries, &to_runs(&set, &runs))));
             }
         }

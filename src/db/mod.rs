@@ -15,7 +15,9 @@ pub use writer::{CommitInfo, Writer};
 
 use crate::docset::DocSet;
 use crate::error::{Error, Result};
+use crate::index::colbert::{ColbertStore, ColbertView};
 use crate::index::dense::{DenseIndex, Vectors};
+use crate::index::sparse::SparseIndex;
 use crate::index::text::{Analyzer, TextDoc, TextIndex};
 use crate::schema::Schema;
 use crate::store::{self, DOCS, HAS_DENSE, State, TOMBSTONES};
@@ -24,6 +26,8 @@ const LOCK_FILE: &str = "LOCK";
 const STORE_FILE: &str = "docs.redb";
 const DENSE_DIR: &str = "dense";
 const TEXT_DIR: &str = "text";
+const SPARSE_DIR: &str = "sparse";
+const COLBERT_DIR: &str = "colbert";
 
 /// An embedded hybrid-retrieval database in one directory.
 ///
@@ -39,6 +43,8 @@ pub(crate) struct Inner {
     store: redb::Database,
     schema: Schema,
     dense: RwLock<Option<DenseIndex>>,
+    sparse: RwLock<Option<SparseIndex>>,
+    colbert: Option<ColbertStore>,
     /// The write side: taken by a [`Writer`] for its lifetime, and by maintenance.
     write: Mutex<WriteSide>,
     snapshot: RwLock<Arc<Snapshot>>,
@@ -54,6 +60,7 @@ pub(crate) struct Snapshot {
     pub live: Arc<DocSet>,
     pub with_dense: Arc<DocSet>,
     pub vectors: Option<Arc<Vectors>>,
+    pub colbert: Option<Arc<ColbertView>>,
     pub text: tantivy::Searcher,
     pub read: redb::ReadTransaction,
 }
@@ -68,6 +75,8 @@ pub struct Stats {
     pub deleted_not_compacted: u64,
     pub next_doc: u64,
     pub hnsw_points: u64,
+    pub sparse_postings: u64,
+    pub sparse_segments: u64,
     pub text_documents: u64,
     pub dense_dim: Option<usize>,
     pub analyzer: Option<String>,
@@ -153,6 +162,28 @@ impl Database {
             None => (None, None),
         };
 
+        let sparse = if schema.sparse {
+            let mut index = SparseIndex::open(&path.join(SPARSE_DIR))?;
+            catch_up_sparse(&mut index, &read, &state, &path.join(SPARSE_DIR))?;
+            Some(index)
+        } else {
+            None
+        };
+        let (colbert, colbert_view) = match schema.colbert {
+            Some(spec) => {
+                let store = ColbertStore::open(
+                    &path.join(COLBERT_DIR),
+                    spec.dim,
+                    spec.precision,
+                    state.next_doc,
+                    true,
+                )?;
+                let view = store.view(state.next_doc)?;
+                (Some(store), Some(view))
+            }
+            None => (None, None),
+        };
+
         let analyzer = schema.text.unwrap_or(Analyzer::Default);
         let mut text = TextIndex::open(&path.join(TEXT_DIR), analyzer, true)?;
         catch_up_text(&mut text, &read, &state, schema.text.is_some())?;
@@ -162,6 +193,7 @@ impl Database {
             live: Arc::new(live),
             with_dense: Arc::new(with_dense),
             vectors,
+            colbert: colbert_view,
             text: text.searcher(),
             read,
         };
@@ -172,6 +204,8 @@ impl Database {
                 store,
                 schema,
                 dense: RwLock::new(dense),
+                sparse: RwLock::new(sparse),
+                colbert,
                 write: Mutex::new(WriteSide { text }),
                 snapshot: RwLock::new(Arc::new(snapshot)),
             }),
@@ -215,6 +249,15 @@ impl Database {
     /// when the database is dropped.
     pub fn checkpoint(&self) -> Result<()> {
         let _write = self.inner.lock_write();
+        if let Some(s) = self
+            .inner
+            .sparse
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
+            s.flush()?;
+        }
         let dense = self.inner.dense.read().unwrap_or_else(|p| p.into_inner());
         match dense.as_ref() {
             Some(d) if d.dirty() => d.dump(),
@@ -235,6 +278,15 @@ impl Database {
                 d.rebuild(v, &keep, snap.state.next_doc);
                 d.dump()?;
             }
+        }
+        if let Some(s) = self
+            .inner
+            .sparse
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
+            s.merge(&snap.live)?;
         }
         write.text.merge_all()?;
         let txn = self.inner.store.begin_write()?;
@@ -263,6 +315,13 @@ impl Database {
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
             .map_or(0, |d| d.graph_len() as u64);
+        let (sparse_postings, sparse_segments) = self
+            .inner
+            .sparse
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map_or((0, 0), |s| (s.postings(), s.segments() as u64));
         Ok(Stats {
             path: self.inner.path.clone(),
             seq: snap.state.seq,
@@ -271,6 +330,8 @@ impl Database {
             deleted_not_compacted: tombstones,
             next_doc: snap.state.next_doc,
             hnsw_points,
+            sparse_postings,
+            sparse_segments,
             text_documents: snap.text.num_docs(),
             dense_dim: self.inner.schema.dense.map(|d| d.dim),
             analyzer: self.inner.schema.text.map(|a| a.as_str().to_string()),
@@ -301,6 +362,10 @@ impl Inner {
             .clone()
     }
 
+    pub(crate) fn sparse_index(&self) -> std::sync::RwLockReadGuard<'_, Option<SparseIndex>> {
+        self.sparse.read().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn lock_write(&self) -> std::sync::MutexGuard<'_, WriteSide> {
         self.write.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -322,11 +387,16 @@ impl Inner {
             Some(d) => Some(d.map(state.next_doc)?),
             None => None,
         };
+        let colbert = match &self.colbert {
+            Some(c) => Some(c.view(state.next_doc)?),
+            None => None,
+        };
         let snap = Snapshot {
             state,
             live,
             with_dense,
             vectors,
+            colbert,
             text: write.text.searcher(),
             read: self.store.begin_read()?,
         };
@@ -337,7 +407,12 @@ impl Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // Best effort: a failed dump only means the next open re-inserts recent vectors.
+        // Best effort: a failed flush or dump only means the next open catches up from the store.
+        if let Ok(sparse) = self.sparse.get_mut()
+            && let Some(s) = sparse.as_mut()
+        {
+            let _ = s.flush();
+        }
         if let Ok(dense) = self.dense.get_mut()
             && let Some(d) = dense.as_mut()
             && d.dirty()
@@ -345,6 +420,40 @@ impl Drop for Inner {
             let _ = d.dump();
         }
     }
+}
+
+/// Re-adds to the sparse index the documents committed after its last flush.
+fn catch_up_sparse(
+    index: &mut SparseIndex,
+    read: &redb::ReadTransaction,
+    state: &State,
+    dir: &Path,
+) -> Result<()> {
+    let (seq, next) = index.committed();
+    if seq > state.seq || next > state.next_doc {
+        return Err(Error::corrupted(
+            dir,
+            format!(
+                "sparse index covers commit {seq} (documents < {next}) but the store ends at \
+                 commit {} (documents < {})",
+                state.seq, state.next_doc
+            ),
+        ));
+    }
+    if seq == state.seq {
+        return Ok(());
+    }
+    let docs = read.open_table(DOCS)?;
+    let mut records = Vec::new();
+    for row in docs.range(next..)? {
+        let (doc, bytes) = row?;
+        let record: store::DocRecord = store::decode(bytes.value(), "document")?;
+        if let Some(v) = record.sparse {
+            records.push((doc.value(), v));
+        }
+    }
+    let adds: Vec<(u64, &crate::SparseVector)> = records.iter().map(|(d, v)| (*d, v)).collect();
+    index.apply(&adds, state.seq, state.next_doc)
 }
 
 /// Brings the text index up to the store's last commit: deletes what was removed after the

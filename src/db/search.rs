@@ -4,12 +4,14 @@ use std::sync::Arc;
 
 use super::{Database, Snapshot};
 use crate::docset::DocSet;
-use crate::document::check_dense;
+use std::collections::HashMap;
+
+use crate::document::{check_dense, check_tokens};
 use crate::error::{Error, Result};
 use crate::index::dense::{normalize, search_exact};
 use crate::index::text;
 use crate::query::fusion::{self, LegResult};
-use crate::query::{DenseMode, Fusion, Hit, Leg, LegScore, Query, StoredDocument};
+use crate::query::{DenseMode, Fusion, Hit, Leg, LegScore, Query, RerankFusion, StoredDocument};
 use crate::schema::Metric;
 use crate::store::{self, DOCS, DocRecord};
 
@@ -25,10 +27,16 @@ impl Database {
         for leg in legs {
             let hits = match leg {
                 Leg::Dense => self.dense_leg(&snap, query, &allow, depth)?,
+                Leg::Sparse => match (&query.sparse, self.inner.sparse_index().as_ref()) {
+                    (Some(q), Some(index)) => index.search(q, depth, &allow),
+                    _ => Vec::new(),
+                },
                 Leg::Bm25 => {
                     let q = query.text.as_deref().unwrap_or_default();
                     text::search(&snap.text, q, depth, Some(&allow))?
                 }
+                // Rejected by `plan`.
+                Leg::Colbert => Vec::new(),
             };
             results.push(LegResult {
                 leg,
@@ -50,6 +58,9 @@ impl Database {
             (_, Fusion::Rrf { k }) => fusion::rrf(&results, k),
             (_, Fusion::Weighted) => fusion::weighted(&results),
         };
+        if let Some(tokens) = &query.colbert {
+            fused = self.rerank(&snap, query, tokens, &results, fused)?;
+        }
         fused.truncate(query.k);
         self.assemble(&snap, fused, query.fetch)
     }
@@ -68,12 +79,20 @@ impl Database {
                 if query.dense.is_some() {
                     legs.push(Leg::Dense);
                 }
+                if query.sparse.is_some() && schema.sparse {
+                    legs.push(Leg::Sparse);
+                }
                 if query.text.is_some() && schema.text.is_some() {
                     legs.push(Leg::Bm25);
                 }
                 legs
             }
         };
+        if query.colbert.is_some() && schema.colbert.is_none() {
+            return Err(Error::invalid(
+                "the database has no ColBERT leg to rerank with",
+            ));
+        }
         if legs.is_empty() {
             return Err(Error::invalid(
                 "the query runs no leg: give it text (bm25) and/or a dense vector",
@@ -86,6 +105,17 @@ impl Database {
                 }
                 Leg::Dense if query.dense.is_none() => {
                     return Err(Error::invalid("the dense leg needs a query vector"));
+                }
+                Leg::Sparse if !schema.sparse => {
+                    return Err(Error::invalid("the database has no sparse leg"));
+                }
+                Leg::Sparse if query.sparse.is_none() => {
+                    return Err(Error::invalid("the sparse leg needs query weights"));
+                }
+                Leg::Colbert => {
+                    return Err(Error::invalid(
+                        "colbert is not a candidate leg: give query token vectors to rerank",
+                    ));
                 }
                 Leg::Bm25 if schema.text.is_none() => {
                     return Err(Error::invalid("the database has no bm25 leg"));
@@ -155,6 +185,105 @@ impl Database {
             .collect();
         hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         Ok(hits)
+    }
+
+    /// Reranks the first `rerank.top` fused candidates by ColBERT MaxSim.
+    fn rerank(
+        &self,
+        snap: &Snapshot,
+        query: &Query,
+        tokens: &[f32],
+        results: &[LegResult],
+        mut fused: Vec<fusion::Fused>,
+    ) -> Result<Vec<fusion::Fused>> {
+        let (Some(spec), Some(view)) = (self.inner.schema.colbert, snap.colbert.as_ref()) else {
+            return Ok(fused);
+        };
+        check_tokens(tokens, spec.dim, "query token vectors")?;
+        let r = query.rerank.unwrap_or_default();
+        fused.truncate(r.top);
+        let docs: Vec<u64> = fused.iter().map(|f| f.doc).collect();
+        let scores = view.maxsim_many(tokens, &docs)?;
+        // The ColBERT ranking of the candidates that have token vectors.
+        let mut ranked: Vec<(u64, f32)> = docs
+            .iter()
+            .zip(&scores)
+            .filter_map(|(&d, s)| s.map(|s| (d, s)))
+            .collect();
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        let colbert_rank: HashMap<u64, (usize, f32)> = ranked
+            .iter()
+            .enumerate()
+            .map(|(i, &(d, s))| (d, (i + 1, s)))
+            .collect();
+        match r.fusion {
+            RerankFusion::Rrf { k } => {
+                let mut lists: Vec<LegResult> = results
+                    .iter()
+                    .map(|l| LegResult {
+                        leg: l.leg,
+                        weight: l.weight,
+                        hits: l
+                            .hits
+                            .iter()
+                            .filter(|(d, _)| docs.contains(d))
+                            .copied()
+                            .collect(),
+                    })
+                    .collect();
+                lists.push(LegResult {
+                    leg: Leg::Colbert,
+                    weight: query.weight_of(Leg::Colbert),
+                    hits: ranked,
+                });
+                let mut out = fusion::rrf(&lists, k);
+                out.retain(|f| docs.contains(&f.doc));
+                Ok(out)
+            }
+            RerankFusion::Weighted {
+                dense,
+                sparse,
+                colbert,
+            } => {
+                let vectors = snap.vectors.as_ref();
+                let qdense = query.dense.as_ref().map(|q| {
+                    let mut q = q.clone();
+                    if self
+                        .inner
+                        .schema
+                        .dense
+                        .is_some_and(|d| d.metric == Metric::Cosine)
+                    {
+                        normalize(&mut q);
+                    }
+                    q
+                });
+                let table = snap.read.open_table(DOCS)?;
+                for f in fused.iter_mut() {
+                    let s_dense = match (&qdense, vectors) {
+                        (Some(q), Some(v)) if snap.with_dense.contains(f.doc) => {
+                            v.row(f.doc).map_or(0.0, |r| crate::index::dense::dot(q, r))
+                        }
+                        _ => 0.0,
+                    };
+                    let s_sparse = match &query.sparse {
+                        Some(q) => store::get_doc(&table, f.doc)?
+                            .and_then(|r| r.sparse)
+                            .map_or(0.0, |v| q.dot(&v)),
+                        None => 0.0,
+                    };
+                    let s_colbert = colbert_rank.get(&f.doc).map_or(0.0, |c| c.1);
+                    f.score = dense * s_dense + sparse * s_sparse + colbert * s_colbert;
+                }
+                for f in fused.iter_mut() {
+                    if let Some(&(rank, score)) = colbert_rank.get(&f.doc) {
+                        f.legs.push((Leg::Colbert, rank, score));
+                    }
+                }
+                fused.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.doc.cmp(&b.doc)));
+                Ok(fused)
+            }
+        }
     }
 
     fn assemble(

@@ -4,7 +4,9 @@
 //! the committed end of the vector file and synced; (2) one redb transaction records the
 //! documents, id map, live flags, tombstones and the new state — this is the commit point;
 //! (3) the HNSW graph and the tantivy index apply the change (tantivy records the commit's
-//! sequence number as its payload); (4) a new snapshot is published to readers.
+//! sequence number as its payload), as does the sparse index (in memory until it flushes);
+//! (4) a new snapshot is published to readers. ColBERT token vectors, like dense rows, are
+//! primary data and are written in step (1).
 
 use std::collections::HashMap;
 use std::sync::{Arc, MutexGuard};
@@ -12,7 +14,7 @@ use std::sync::{Arc, MutexGuard};
 use serde::Serialize;
 
 use super::{Inner, WriteSide};
-use crate::document::{Document, check_dense};
+use crate::document::{Document, check_dense, check_tokens};
 use crate::error::{Error, Result};
 use crate::index::dense::normalize;
 use crate::index::text::TextDoc;
@@ -78,7 +80,13 @@ impl<'db> Writer<'db> {
             (None, _) => {}
         }
         if doc.sparse.is_some() && !schema.sparse {
-            return Err(fail("the schema does not allow sparse vectors".into()));
+            return Err(fail("the schema has no sparse leg".into()));
+        }
+        match (&doc.colbert, &schema.colbert) {
+            (Some(t), Some(spec)) => check_tokens(t, spec.dim, "ColBERT token vectors")
+                .map_err(|e| fail(e.to_string()))?,
+            (Some(_), None) => return Err(fail("the schema has no ColBERT leg".into())),
+            (None, _) => {}
         }
         let id = doc.id.clone();
         self.push(id, Op::Upsert(Box::new(doc)));
@@ -194,6 +202,13 @@ impl<'db> Writer<'db> {
             }
             d.write_rows(first_new, &rows)?;
         }
+        if let Some(c) = &inner.colbert
+            && !added.is_empty()
+        {
+            let tokens: Vec<Option<&[f32]>> =
+                added.iter().map(|(_, d)| d.colbert.as_deref()).collect();
+            c.append(first_new, &tokens)?;
+        }
         txn.commit()?;
 
         // Derived indexes. A failure from here on leaves the commit durable in the store; the
@@ -204,6 +219,21 @@ impl<'db> Writer<'db> {
             d.catch_up(&vectors, &with_dense, state.next_doc);
         }
         drop(dense);
+        let sparse_result = match inner
+            .sparse
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
+            Some(index) => {
+                let adds: Vec<(u64, &crate::SparseVector)> = added
+                    .iter()
+                    .filter_map(|(doc, d)| d.sparse.as_ref().map(|v| (*doc, v)))
+                    .collect();
+                index.apply(&adds, seq, state.next_doc)
+            }
+            None => Ok(()),
+        };
         let text_on = inner.schema.text.is_some();
         let adds: Vec<TextDoc<'_>> = added
             .iter()
@@ -216,6 +246,7 @@ impl<'db> Writer<'db> {
             .collect();
         let text_result = self.write.text.apply(&adds, &removed, seq, state.next_doc);
         inner.publish(&self.write, state, Arc::new(live), with_dense)?;
+        sparse_result?;
         text_result?;
         let info = CommitInfo {
             seq,

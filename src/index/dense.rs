@@ -2,7 +2,7 @@
 //! commit point) and an HNSW graph over them (derived, dumped at checkpoints, caught up on open).
 
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use memmap2::Mmap;
 
 use crate::docset::DocSet;
 use crate::error::{Error, Result};
+use crate::fsio::{sync_dir, write_atomic};
 use crate::schema::{DenseSpec, Metric};
 
 const VECTORS_MAGIC: &[u8; 8] = b"HYBVEC\0\0";
@@ -429,22 +430,6 @@ fn crc_file(path: &Path) -> Result<u32> {
         hasher.update(&buf[..n]);
     }
     Ok(hasher.finalize())
-}
-
-/// Writes `bytes` to `path` atomically: temp file, fsync, rename, fsync of the directory.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
-    f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
-}
-
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(dir, e))
 }
 
 /// Exact top-`k` by brute force over `candidates`; `(doc, similarity)` best first, ties by doc.

@@ -1,4 +1,6 @@
-//! The derived indexes, one module per leg.
+//! The derived indexes and vector stores, one module per leg.
 
+pub(crate) mod colbert;
 pub(crate) mod dense;
+pub(crate) mod sparse;
 pub mod text;

@@ -7,6 +7,7 @@ use std::collections::BinaryHeap;
 
 use serde::Serialize;
 
+use crate::document::SparseVector;
 use crate::error::{Error, Result};
 
 /// A retrieval leg.
@@ -15,15 +16,21 @@ use crate::error::{Error, Result};
 pub enum Leg {
     /// Nearest neighbours of the dense query vector (HNSW, or exact on small collections).
     Dense,
+    /// Dot product of sparse lexical weights (exact, inverted index).
+    Sparse,
     /// BM25 over title and text.
     Bm25,
+    /// ColBERT MaxSim: not a candidate leg; it reranks the fused candidates.
+    Colbert,
 }
 
 impl Leg {
     pub fn as_str(self) -> &'static str {
         match self {
             Leg::Dense => "dense",
+            Leg::Sparse => "sparse",
             Leg::Bm25 => "bm25",
+            Leg::Colbert => "colbert",
         }
     }
 }
@@ -33,9 +40,11 @@ impl std::str::FromStr for Leg {
     fn from_str(s: &str) -> Result<Self> {
         match s {
             "dense" => Ok(Leg::Dense),
+            "sparse" => Ok(Leg::Sparse),
             "bm25" => Ok(Leg::Bm25),
+            "colbert" => Ok(Leg::Colbert),
             _ => Err(Error::invalid(format!(
-                "unknown leg {s:?} (expected dense or bm25)"
+                "unknown leg {s:?} (expected dense, sparse, bm25 or colbert)"
             ))),
         }
     }
@@ -57,6 +66,48 @@ impl Fusion {
     pub const RRF_60: Fusion = Fusion::Rrf { k: 60.0 };
 }
 
+/// ColBERT reranking of the fused candidates.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Rerank {
+    /// How many of the fused candidates are scored by MaxSim (100 by default).
+    pub top: usize,
+    pub fusion: RerankFusion,
+}
+
+impl Default for Rerank {
+    fn default() -> Self {
+        Rerank {
+            top: 100,
+            fusion: RerankFusion::default(),
+        }
+    }
+}
+
+/// How the reranked order is made.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum RerankFusion {
+    /// RRF over the candidate legs' ranks and the ColBERT rank, with constant `k`.
+    Rrf { k: f32 },
+    /// `dense·s_dense + sparse·s_sparse + colbert·s_colbert` over raw scores, as FlagEmbedding's
+    /// BGE-M3 `compute_score` does; a missing score counts 0.
+    Weighted {
+        dense: f32,
+        sparse: f32,
+        colbert: f32,
+    },
+}
+
+impl Default for RerankFusion {
+    /// FlagEmbedding's recommended weights 0.4, 0.2, 0.4.
+    fn default() -> Self {
+        RerankFusion::Weighted {
+            dense: 0.4,
+            sparse: 0.2,
+            colbert: 0.4,
+        }
+    }
+}
+
 /// How the dense leg searches.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum DenseMode {
@@ -75,6 +126,9 @@ pub enum DenseMode {
 pub struct Query {
     pub(crate) text: Option<String>,
     pub(crate) dense: Option<Vec<f32>>,
+    pub(crate) sparse: Option<SparseVector>,
+    pub(crate) colbert: Option<Vec<f32>>,
+    pub(crate) rerank: Option<Rerank>,
     pub(crate) k: usize,
     pub(crate) depth: Option<usize>,
     pub(crate) legs: Option<Vec<Leg>>,
@@ -97,6 +151,9 @@ impl Query {
         Query {
             text: None,
             dense: None,
+            sparse: None,
+            colbert: None,
+            rerank: None,
             k: 10,
             depth: None,
             legs: None,
@@ -118,6 +175,26 @@ impl Query {
     /// Query vector for the dense leg.
     pub fn dense(mut self, vector: Vec<f32>) -> Self {
         self.dense = Some(vector);
+        self
+    }
+
+    /// Query weights for the sparse leg.
+    pub fn sparse(mut self, vector: SparseVector) -> Self {
+        self.sparse = Some(vector);
+        self
+    }
+
+    /// Query token vectors for ColBERT (row-major, tokens × dim). With them the fused
+    /// candidates are reranked by MaxSim (see [`Query::rerank`]).
+    pub fn colbert(mut self, tokens: Vec<f32>) -> Self {
+        self.colbert = Some(tokens);
+        self
+    }
+
+    /// Reranking of the fused candidates by ColBERT MaxSim (the default [`Rerank`] whenever
+    /// query token vectors are given).
+    pub fn rerank(mut self, rerank: Rerank) -> Self {
+        self.rerank = Some(rerank);
         self
     }
 
@@ -175,6 +252,11 @@ impl Query {
         self
     }
 
+    /// Whether this query asks for a rerank.
+    pub fn is_reranked(&self) -> bool {
+        self.rerank.is_some()
+    }
+
     pub(crate) fn weight_of(&self, leg: Leg) -> f32 {
         self.weights
             .iter()
@@ -196,6 +278,22 @@ impl Query {
             return Err(Error::invalid(format!(
                 "RRF k must be finite and ≥ 0, got {k}"
             )));
+        }
+        if let Some(r) = &self.rerank {
+            if r.top == 0 {
+                return Err(Error::invalid("rerank top must be at least 1"));
+            }
+            let ok = match r.fusion {
+                RerankFusion::Rrf { k } => k.is_finite() && k >= 0.0,
+                RerankFusion::Weighted {
+                    dense,
+                    sparse,
+                    colbert,
+                } => [dense, sparse, colbert].iter().all(|w| w.is_finite()),
+            };
+            if !ok {
+                return Err(Error::invalid(format!("bad rerank parameters {r:?}")));
+            }
         }
         for (leg, w) in &self.weights {
             if !(w.is_finite() && *w >= 0.0) {

@@ -1,0 +1,495 @@
+//! Posting lists in memory and in immutable segment files (`seg-<id>.spx`): the writer, the
+//! validating reader, and the [`Postings`] view that search walks over both.
+//!
+//! A posting list is cut into blocks of at most [`BLOCK`] postings. Each block records its first
+//! and last document, its largest weight and where it starts; a posting stores its document as a
+//! `u32` offset from its block's first document, so a block also ends early where that offset
+//! would not fit. Offsets and weights are fixed-width, so a cursor reads any posting in place.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+
+use crate::error::{Error, Result};
+
+/// Most postings in one block.
+pub(super) const BLOCK: usize = 128;
+const SEG_MAGIC: &[u8; 8] = b"HDBSPSEG";
+const SEG_VERSION: u32 = 1;
+const HEADER: usize = 16;
+const DICT_ENTRY: usize = 24;
+const BLOCK_ENTRY: usize = 24;
+/// Footer fields (48 bytes) and the CRC-32 (4 bytes).
+const FOOTER: usize = 52;
+
+/// One block's metadata.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(super) struct Block {
+    /// First document in the block; postings store `doc - base`.
+    pub base: u64,
+    /// Last document in the block.
+    pub last: u64,
+    /// Largest weight in the block.
+    pub max: f32,
+    /// Index of the block's first posting within the list.
+    pub start: u32,
+}
+
+/// Read access to one term's posting list, in memory or in a mapped file.
+pub(super) trait Postings {
+    fn len(&self) -> usize;
+    fn nblocks(&self) -> usize;
+    /// Block `b`, or a default block when out of range.
+    fn block(&self, b: usize) -> Block;
+    /// Offset of posting `i` from its block's base (0 when out of range).
+    fn off(&self, i: usize) -> u32;
+    /// Weight of posting `i` (0 when out of range).
+    fn weight(&self, i: usize) -> f32;
+}
+
+/// A posting list being built in memory; documents must be appended in increasing order.
+#[derive(Clone, Debug, Default)]
+pub(super) struct MemTerm {
+    offs: Vec<u32>,
+    weights: Vec<f32>,
+    blocks: Vec<Block>,
+    max: f32,
+}
+
+impl MemTerm {
+    /// Appends a posting. `doc` must exceed the list's last document (the caller checks).
+    pub fn push(&mut self, doc: u64, weight: f32) {
+        let n = self.offs.len();
+        let fits = self.blocks.last().and_then(|b| {
+            let full = n - b.start as usize >= BLOCK;
+            let off = u32::try_from(doc.checked_sub(b.base)?).ok()?;
+            (!full).then_some(off)
+        });
+        match (fits, self.blocks.last_mut()) {
+            (Some(off), Some(b)) => {
+                b.last = doc;
+                b.max = b.max.max(weight);
+                self.offs.push(off);
+            }
+            _ => {
+                self.blocks.push(Block {
+                    base: doc,
+                    last: doc,
+                    max: weight,
+                    // A list never reaches 2^32 postings in practice; the writer rejects it.
+                    start: u32::try_from(n).unwrap_or(u32::MAX),
+                });
+                self.offs.push(0);
+            }
+        }
+        self.max = if n == 0 { weight } else { self.max.max(weight) };
+        self.weights.push(weight);
+    }
+
+    pub fn clear(&mut self) {
+        self.offs.clear();
+        self.weights.clear();
+        self.blocks.clear();
+        self.max = 0.0;
+    }
+
+    /// Appends every posting of `p` whose document satisfies `keep`.
+    pub fn extend_from<P: Postings>(&mut self, p: &P, keep: impl Fn(u64) -> bool) {
+        for b in 0..p.nblocks() {
+            let blk = p.block(b);
+            let end = if b + 1 < p.nblocks() {
+                p.block(b + 1).start as usize
+            } else {
+                p.len()
+            };
+            for i in blk.start as usize..end {
+                let doc = blk.base.saturating_add(u64::from(p.off(i)));
+                if keep(doc) {
+                    self.push(doc, p.weight(i));
+                }
+            }
+        }
+    }
+}
+
+impl Postings for &MemTerm {
+    fn len(&self) -> usize {
+        self.offs.len()
+    }
+    fn nblocks(&self) -> usize {
+        self.blocks.len()
+    }
+    fn block(&self, b: usize) -> Block {
+        self.blocks.get(b).copied().unwrap_or_default()
+    }
+    fn off(&self, i: usize) -> u32 {
+        self.offs.get(i).copied().unwrap_or(0)
+    }
+    fn weight(&self, i: usize) -> f32 {
+        self.weights.get(i).copied().unwrap_or(0.0)
+    }
+}
+
+/// One term's posting list inside a mapped segment.
+#[derive(Clone, Copy)]
+pub(super) struct DiskTerm<'a> {
+    offs: &'a [u8],
+    weights: &'a [u8],
+    blocks: &'a [u8],
+    max: f32,
+}
+
+impl Postings for DiskTerm<'_> {
+    fn len(&self) -> usize {
+        self.offs.len() / 4
+    }
+    fn nblocks(&self) -> usize {
+        self.blocks.len() / BLOCK_ENTRY
+    }
+    fn block(&self, b: usize) -> Block {
+        let at = b.saturating_mul(BLOCK_ENTRY);
+        Block {
+            base: u64_at(self.blocks, at),
+            last: u64_at(self.blocks, at.saturating_add(8)),
+            max: f32::from_bits(u32_at(self.blocks, at.saturating_add(16))),
+            start: u32_at(self.blocks, at.saturating_add(20)),
+        }
+    }
+    fn off(&self, i: usize) -> u32 {
+        u32_at(self.offs, i.saturating_mul(4))
+    }
+    fn weight(&self, i: usize) -> f32 {
+        f32::from_bits(u32_at(self.weights, i.saturating_mul(4)))
+    }
+}
+
+/// Little-endian `u32` at byte `at`, 0 when out of range.
+#[inline]
+pub(super) fn u32_at(b: &[u8], at: usize) -> u32 {
+    b.get(at..)
+        .and_then(|s| s.first_chunk::<4>())
+        .map_or(0, |c| u32::from_le_bytes(*c))
+}
+
+/// Little-endian `u64` at byte `at`, 0 when out of range.
+#[inline]
+pub(super) fn u64_at(b: &[u8], at: usize) -> u64 {
+    b.get(at..)
+        .and_then(|s| s.first_chunk::<8>())
+        .map_or(0, |c| u64::from_le_bytes(*c))
+}
+
+/// Streams a new segment file: terms in increasing id order, then the dictionary and footer.
+pub(super) struct SegmentWriter {
+    path: PathBuf,
+    out: BufWriter<File>,
+    crc: crc32fast::Hasher,
+    pos: u64,
+    dict: Vec<u8>,
+    last_term: Option<u32>,
+    postings: u64,
+    min_doc: u64,
+    max_doc: u64,
+    min_weight: f32,
+}
+
+impl SegmentWriter {
+    pub fn create(path: &Path) -> Result<SegmentWriter> {
+        let file = File::create(path).map_err(|e| Error::io(path, e))?;
+        let mut w = SegmentWriter {
+            path: path.to_path_buf(),
+            out: BufWriter::with_capacity(1 << 20, file),
+            crc: crc32fast::Hasher::new(),
+            pos: 0,
+            dict: Vec::new(),
+            last_term: None,
+            postings: 0,
+            min_doc: u64::MAX,
+            max_doc: 0,
+            min_weight: f32::INFINITY,
+        };
+        let mut header = Vec::with_capacity(HEADER);
+        header.extend_from_slice(SEG_MAGIC);
+        header.extend_from_slice(&SEG_VERSION.to_le_bytes());
+        header.extend_from_slice(&0u32.to_le_bytes());
+        w.put(&header)?;
+        Ok(w)
+    }
+
+    fn put(&mut self, bytes: &[u8]) -> Result<()> {
+        self.crc.update(bytes);
+        self.pos += bytes.len() as u64;
+        self.out
+            .write_all(bytes)
+            .map_err(|e| Error::io(&self.path, e))
+    }
+
+    /// Writes one term's list (terms in strictly increasing order; empty lists are skipped).
+    pub fn add(&mut self, term: u32, t: &MemTerm) -> Result<()> {
+        let (Some(first), Some(last)) = (t.blocks.first(), t.blocks.last()) else {
+            return Ok(());
+        };
+        if self.last_term.is_some_and(|p| p >= term) {
+            return Err(Error::invalid(format!(
+                "sparse terms out of order at {term}"
+            )));
+        }
+        let (Ok(count), Ok(nblocks)) = (u32::try_from(t.offs.len()), u32::try_from(t.blocks.len()))
+        else {
+            return Err(Error::invalid(format!("term {term} has too many postings")));
+        };
+        self.min_doc = self.min_doc.min(first.base);
+        self.max_doc = self.max_doc.max(last.last);
+        self.postings += u64::from(count);
+        for w in &t.weights {
+            self.min_weight = self.min_weight.min(*w);
+        }
+        self.last_term = Some(term);
+        self.dict.extend_from_slice(&term.to_le_bytes());
+        self.dict.extend_from_slice(&count.to_le_bytes());
+        self.dict.extend_from_slice(&nblocks.to_le_bytes());
+        self.dict.extend_from_slice(&t.max.to_le_bytes());
+        self.dict.extend_from_slice(&self.pos.to_le_bytes());
+        let mut buf = Vec::with_capacity(t.offs.len() * 8 + t.blocks.len() * BLOCK_ENTRY);
+        buf.extend(t.offs.iter().flat_map(|o| o.to_le_bytes()));
+        buf.extend(t.weights.iter().flat_map(|w| w.to_le_bytes()));
+        for b in &t.blocks {
+            buf.extend_from_slice(&b.base.to_le_bytes());
+            buf.extend_from_slice(&b.last.to_le_bytes());
+            buf.extend_from_slice(&b.max.to_le_bytes());
+            buf.extend_from_slice(&b.start.to_le_bytes());
+        }
+        self.put(&buf)
+    }
+
+    /// Postings written so far.
+    pub fn postings(&self) -> u64 {
+        self.postings
+    }
+
+    /// Writes the dictionary and footer and fsyncs the file.
+    pub fn finish(mut self) -> Result<()> {
+        let dict_offset = self.pos;
+        let dict = std::mem::take(&mut self.dict);
+        self.put(&dict)?;
+        let mut footer = Vec::with_capacity(FOOTER);
+        footer.extend_from_slice(&dict_offset.to_le_bytes());
+        footer.extend_from_slice(&((dict.len() / DICT_ENTRY) as u64).to_le_bytes());
+        footer.extend_from_slice(&self.postings.to_le_bytes());
+        footer.extend_from_slice(&self.min_doc.to_le_bytes());
+        footer.extend_from_slice(&self.max_doc.to_le_bytes());
+        footer.extend_from_slice(&self.min_weight.to_le_bytes());
+        footer.extend_from_slice(&0u32.to_le_bytes());
+        self.put(&footer)?;
+        let crc = self.crc.clone().finalize();
+        self.put(&crc.to_le_bytes())?;
+        let file = self
+            .out
+            .into_inner()
+            .map_err(|e| Error::io(&self.path, e.into_error()))?;
+        file.sync_all().map_err(|e| Error::io(&self.path, e))
+    }
+}
+
+/// An open, validated segment file.
+pub(super) struct Segment {
+    pub id: u64,
+    pub path: PathBuf,
+    map: Mmap,
+    dict_offset: usize,
+    terms: usize,
+    pub postings: u64,
+    pub min_doc: u64,
+    pub max_doc: u64,
+    pub min_weight: f32,
+}
+
+impl Segment {
+    /// Maps `path` and checks magic, version, CRC and every structural invariant that search
+    /// relies on, so a corrupt file is refused here rather than misread later.
+    pub fn open(path: &Path, id: u64) -> Result<Segment> {
+        let bad = |reason: String| Error::corrupted(path, reason);
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(bad("segment file listed in the manifest is missing".into()));
+            }
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        if len < (HEADER + FOOTER) as u64 {
+            return Err(bad(format!(
+                "file is {len} bytes, shorter than header and footer"
+            )));
+        }
+        // SAFETY: segment files are immutable once written; nothing maps them for writing.
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        let b: &[u8] = &map;
+        let (body, crc) = b.split_at(b.len() - 4);
+        if crc32fast::hash(body) != u32_at(crc, 0) {
+            return Err(bad("checksum mismatch".into()));
+        }
+        if b.get(..8) != Some(&SEG_MAGIC[..]) {
+            return Err(bad("bad magic".into()));
+        }
+        if u32_at(b, 8) != SEG_VERSION {
+            return Err(bad(format!("unsupported version {}", u32_at(b, 8))));
+        }
+        let f = b.len() - FOOTER;
+        let dict_offset = u64_at(b, f);
+        let terms = u64_at(b, f + 8);
+        let dict_end = terms
+            .checked_mul(DICT_ENTRY as u64)
+            .and_then(|n| n.checked_add(dict_offset));
+        if dict_offset < HEADER as u64 || dict_end != Some(f as u64) {
+            return Err(bad("dictionary does not fit the file".into()));
+        }
+        let seg = Segment {
+            id,
+            path: path.to_path_buf(),
+            dict_offset: dict_offset as usize,
+            terms: terms as usize,
+            postings: u64_at(b, f + 16),
+            min_doc: u64_at(b, f + 24),
+            max_doc: u64_at(b, f + 32),
+            min_weight: f32::from_bits(u32_at(b, f + 40)),
+            map,
+        };
+        seg.validate().map_err(bad)?;
+        Ok(seg)
+    }
+
+    /// Checks the dictionary, the lists' layout and the footer's totals.
+    fn validate(&self) -> Result<(), String> {
+        if self.terms == 0 {
+            return Err("segment has no terms".into());
+        }
+        let (mut pos, mut postings) = (HEADER as u64, 0u64);
+        let (mut min_doc, mut max_doc, mut min_w) = (u64::MAX, 0u64, f32::INFINITY);
+        let mut prev_term = None;
+        for e in 0..self.terms {
+            let at = self.dict_offset + e * DICT_ENTRY;
+            let term = u32_at(&self.map, at);
+            if prev_term.is_some_and(|p| p >= term) {
+                return Err(format!("dictionary entry {e}: term ids not ascending"));
+            }
+            prev_term = Some(term);
+            if u64_at(&self.map, at + 16) != pos {
+                return Err(format!("term {term}: postings not where expected"));
+            }
+            let t = self
+                .term_at(e)
+                .ok_or_else(|| format!("term {term}: postings out of bounds"))?;
+            let (lo, hi, w) = check_list(&t).map_err(|r| format!("term {term}: {r}"))?;
+            pos += (t.offs.len() * 2 + t.blocks.len()) as u64;
+            postings += t.len() as u64;
+            min_doc = min_doc.min(lo);
+            max_doc = max_doc.max(hi);
+            min_w = min_w.min(w);
+        }
+        if pos != self.dict_offset as u64 {
+            return Err("postings do not end at the dictionary".into());
+        }
+        if (postings, min_doc, max_doc) != (self.postings, self.min_doc, self.max_doc)
+            || min_w.to_bits() != self.min_weight.to_bits()
+        {
+            return Err("footer totals disagree with the postings".into());
+        }
+        Ok(())
+    }
+
+    /// The list of dictionary entry `e`, if its byte ranges lie before the dictionary.
+    fn term_at(&self, e: usize) -> Option<DiskTerm<'_>> {
+        let at = self.dict_offset.checked_add(e.checked_mul(DICT_ENTRY)?)?;
+        let count = u32_at(&self.map, at + 4) as usize;
+        let nblocks = u32_at(&self.map, at + 8) as usize;
+        let max = f32::from_bits(u32_at(&self.map, at + 12));
+        let start = usize::try_from(u64_at(&self.map, at + 16)).ok()?;
+        let w_at = start.checked_add(count.checked_mul(4)?)?;
+        let b_at = w_at.checked_add(count.checked_mul(4)?)?;
+        let end = b_at.checked_add(nblocks.checked_mul(BLOCK_ENTRY)?)?;
+        if start < HEADER || end > self.dict_offset {
+            return None;
+        }
+        let b = self.map.get(start..end)?;
+        Some(DiskTerm {
+            offs: b.get(..w_at - start)?,
+            weights: b.get(w_at - start..b_at - start)?,
+            blocks: b.get(b_at - start..)?,
+            max,
+        })
+    }
+
+    /// Term id of dictionary entry `e`.
+    fn term_id(&self, e: usize) -> u32 {
+        u32_at(&self.map, self.dict_offset + e * DICT_ENTRY)
+    }
+
+    /// The posting list of `term`, if the segment has it.
+    pub fn term(&self, term: u32) -> Option<DiskTerm<'_>> {
+        let (mut lo, mut hi) = (0, self.terms);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.term_id(mid).cmp(&term) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return self.term_at(mid),
+            }
+        }
+        None
+    }
+
+    /// Every term id in the segment, ascending.
+    pub fn term_ids(&self) -> impl Iterator<Item = u32> + '_ {
+        (0..self.terms).map(|e| self.term_id(e))
+    }
+}
+
+/// Checks one list's blocks and postings; returns its first doc, last doc and smallest weight.
+fn check_list(t: &DiskTerm<'_>) -> Result<(u64, u64, f32), String> {
+    let (n, nb) = (t.len(), t.nblocks());
+    if n == 0 || nb == 0 || nb > n {
+        return Err(format!("{n} postings in {nb} blocks"));
+    }
+    let (mut max, mut min_w, mut prev_last) = (f32::NEG_INFINITY, f32::INFINITY, None);
+    for b in 0..nb {
+        let blk = t.block(b);
+        let start = blk.start as usize;
+        let end = if b + 1 < nb {
+            t.block(b + 1).start as usize
+        } else {
+            n
+        };
+        let want_start = if b == 0 { 0 } else { start };
+        if start != want_start || end <= start || end - start > BLOCK || end > n {
+            return Err(format!("block {b} has a bad extent"));
+        }
+        if prev_last.is_some_and(|p| p >= blk.base) || t.off(start) != 0 {
+            return Err(format!("block {b}: documents not ascending"));
+        }
+        let mut bmax = f32::NEG_INFINITY;
+        for i in start..end {
+            if i > start && t.off(i) <= t.off(i - 1) {
+                return Err(format!("block {b}: documents not ascending"));
+            }
+            let w = t.weight(i);
+            if !w.is_finite() {
+                return Err(format!("block {b}: weight not finite"));
+            }
+            bmax = bmax.max(w);
+            min_w = min_w.min(w);
+        }
+        let last = blk.base.checked_add(u64::from(t.off(end - 1)));
+        if last != Some(blk.last) || bmax.to_bits() != blk.max.to_bits() {
+            return Err(format!("block {b}: metadata disagrees with its postings"));
+        }
+        max = max.max(bmax);
+        prev_last = Some(blk.last);
+    }
+    if max.to_bits() != t.max.to_bits() {
+        return Err("list maximum disagrees with its blocks".into());
+    }
+    Ok((t.block(0).base, t.block(nb - 1).last, min_w))
+}

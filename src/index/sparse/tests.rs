@@ -1,0 +1,532 @@
+use std::path::PathBuf;
+
+use super::*;
+
+/// splitmix64: a small deterministic generator for test data.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Zipf-distributed token ids over a vocabulary, with rarer tokens weighing more (as in
+/// learned lexical weights), so pruning sees realistic bound spreads.
+struct Vocab {
+    cdf: Vec<f64>,
+}
+
+impl Vocab {
+    fn new(size: usize, s: f64) -> Self {
+        let mut acc = 0.0;
+        let cdf = (1..=size)
+            .map(|r| {
+                acc += 1.0 / (r as f64).powf(s);
+                acc
+            })
+            .collect::<Vec<_>>();
+        let total = acc;
+        Vocab {
+            cdf: cdf.into_iter().map(|c| c / total).collect(),
+        }
+    }
+
+    fn rank(&self, rng: &mut Rng) -> usize {
+        let u = rng.unit();
+        self.cdf.partition_point(|&c| c < u).min(self.cdf.len() - 1)
+    }
+
+    /// `n` distinct tokens: ids scrambled from ranks, weights growing with rarity.
+    fn vector(&self, rng: &mut Rng, n: usize, correlated: bool) -> SparseVector {
+        let v = self.cdf.len();
+        let mut pairs: Vec<(u32, f32)> = Vec::with_capacity(n);
+        let mut seen = std::collections::HashSet::new();
+        while pairs.len() < n && seen.len() < v {
+            let r = self.rank(rng);
+            if seen.insert(r) {
+                let id = ((r as u64 * 7919) % v as u64) as u32;
+                let u = rng.unit();
+                let w = if correlated {
+                    (0.05 + 0.3 * ((1 + r) as f64).ln() / (v as f64).ln()) * (0.5 + u)
+                } else {
+                    0.01 + u
+                };
+                pairs.push((id, w as f32));
+            }
+        }
+        pairs.sort_by_key(|p| p.0);
+        SparseVector::new(
+            pairs.iter().map(|p| p.0).collect(),
+            pairs.iter().map(|p| p.1).collect(),
+        )
+        .expect("valid vector")
+    }
+}
+
+fn corpus(rng: &mut Rng, vocab: &Vocab, n: usize, lo: usize, hi: usize) -> Vec<SparseVector> {
+    (0..n)
+        .map(|_| {
+            let len = lo + rng.below((hi - lo + 1) as u64) as usize;
+            vocab.vector(rng, len, true)
+        })
+        .collect()
+}
+
+fn all(n: u64) -> DocSet {
+    (0..n).collect()
+}
+
+/// Asserts that the index and brute force agree on every query and `k`, over `allow`.
+fn assert_exact(
+    idx: &SparseIndex,
+    docs: &[(u64, SparseVector)],
+    queries: &[SparseVector],
+    allow: &DocSet,
+    ks: &[usize],
+) {
+    let kmax = ks.iter().copied().max().unwrap_or(0);
+    for (qn, q) in queries.iter().enumerate() {
+        // Brute force's order is total, so its top k is a prefix of its top kmax.
+        let all = search_brute_force(
+            q,
+            kmax,
+            docs.iter()
+                .filter(|(d, _)| allow.contains(*d))
+                .map(|(d, v)| (*d, v)),
+        );
+        for &k in ks {
+            let want = &all[..k.min(all.len())];
+            let got = idx.search(q, k, allow);
+            assert_eq!(got.len(), want.len(), "query {qn} k {k}: lengths differ");
+            for (g, w) in got.iter().zip(want) {
+                assert!(
+                    g.0 == w.0 && g.1.to_bits() == w.1.to_bits(),
+                    "query {qn} k {k}: got {got:?}\nwant {want:?}"
+                );
+            }
+        }
+    }
+}
+
+fn add_all(idx: &mut SparseIndex, docs: &[(u64, SparseVector)], seq: u64, next_doc: u64) {
+    let adds: Vec<(u64, &SparseVector)> = docs.iter().map(|(d, v)| (*d, v)).collect();
+    idx.apply(&adds, seq, next_doc).expect("apply");
+}
+
+#[test]
+fn exact_on_random_data_across_segments_and_merge() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rng = Rng(7);
+    let vocab = Vocab::new(30_000, 1.0);
+    let vecs = corpus(&mut rng, &vocab, 4000, 50, 150);
+    // Document numbers with gaps, as after deletions and docs without sparse weights.
+    let docs: Vec<(u64, SparseVector)> = vecs
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| (i as u64 * 3 + (i as u64 % 2), v))
+        .collect();
+    let end = docs.last().unwrap().0 + 1;
+    let mut idx = SparseIndex::open(tmp.path()).unwrap();
+    idx.set_flush_threshold(110_000);
+    for (i, chunk) in docs.chunks(250).enumerate() {
+        let next = chunk.last().unwrap().0 + 1;
+        add_all(&mut idx, chunk, i as u64 + 1, next);
+    }
+    assert!(idx.segments() >= 3, "{} segments", idx.segments());
+    assert!(idx.mem.postings > 0);
+    let mut queries: Vec<SparseVector> = (0..120)
+        .map(|_| {
+            let n = 5 + rng.below(40) as usize;
+            vocab.vector(&mut rng, n, true)
+        })
+        .collect();
+    queries.extend((0..30).map(|_| vocab.vector(&mut rng, 20, false)));
+    let ks = [1, 3, 10, 50, 1000];
+    assert_exact(&idx, &docs, &queries, &all(end), &ks);
+    let subset: DocSet = docs
+        .iter()
+        .map(|d| d.0)
+        .filter(|_| rng.below(3) != 0)
+        .collect();
+    assert_exact(&idx, &docs, &queries, &subset, &ks);
+
+    let sparse: DocSet = docs
+        .iter()
+        .map(|d| d.0)
+        .filter(|_| rng.below(20) == 0)
+        .collect();
+    assert_exact(&idx, &docs, &queries[..40], &sparse, &[1, 10]);
+
+    // Merge with deletions, then the memory segment again.
+    let total = idx.postings();
+    idx.merge(&subset).unwrap();
+    assert_eq!(idx.segments(), 1);
+    assert!(idx.postings() < total);
+    assert_eq!(idx.committed(), idx.pending());
+    let kept: Vec<(u64, SparseVector)> = docs
+        .iter()
+        .filter(|d| subset.contains(d.0))
+        .cloned()
+        .collect();
+    assert_exact(&idx, &kept, &queries, &all(end), &ks);
+    let more: Vec<(u64, SparseVector)> = corpus(&mut rng, &vocab, 300, 50, 150)
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| (end + i as u64, v))
+        .collect();
+    add_all(&mut idx, &more, 99, end + 300);
+    let mut now = kept.clone();
+    now.extend(more.iter().cloned());
+    assert_exact(&idx, &now, &queries, &all(end + 300), &ks);
+
+    // Reopen: the memory segment is gone; catching up restores the same answers.
+    let committed = idx.committed();
+    drop(idx);
+    let mut idx = SparseIndex::open(tmp.path()).unwrap();
+    assert_eq!(idx.committed(), committed);
+    let redo: Vec<(u64, SparseVector)> = more
+        .iter()
+        .filter(|d| d.0 >= committed.1)
+        .cloned()
+        .collect();
+    add_all(&mut idx, &redo, 99, end + 300);
+    assert_exact(&idx, &now, &queries, &all(end + 300), &ks);
+}
+
+#[test]
+fn negative_weights_fall_back_to_exact_evaluation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rng = Rng(11);
+    let vocab = Vocab::new(2000, 1.0);
+    let docs: Vec<(u64, SparseVector)> = (0..600)
+        .map(|i| {
+            let v = vocab.vector(&mut rng, 30, false);
+            let vals = v.values().iter().map(|w| w - 0.3).collect();
+            (i, SparseVector::new(v.indices().to_vec(), vals).unwrap())
+        })
+        .collect();
+    let mut idx = SparseIndex::open(tmp.path()).unwrap();
+    add_all(&mut idx, &docs[..300], 1, 300);
+    idx.flush().unwrap();
+    add_all(&mut idx, &docs[300..], 2, 600);
+    let queries: Vec<SparseVector> = (0..40)
+        .map(|i| {
+            let v = vocab.vector(&mut rng, 15, true);
+            let shift = if i % 2 == 0 { 0.2 } else { 0.0 };
+            let vals = v.values().iter().map(|w| w - shift).collect();
+            SparseVector::new(v.indices().to_vec(), vals).unwrap()
+        })
+        .collect();
+    assert_exact(&idx, &docs, &queries, &all(600), &[1, 10, 100]);
+}
+
+#[test]
+fn index_is_shareable_across_threads() {
+    fn check<T: Send + Sync>() {}
+    check::<SparseIndex>();
+}
+
+#[test]
+fn edge_cases() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut idx = SparseIndex::open(tmp.path()).unwrap();
+    let v = SparseVector::new(vec![1, 5], vec![0.5, 0.25]).unwrap();
+    let empty = SparseVector::default();
+    assert!(idx.search(&v, 10, &all(10)).is_empty());
+    idx.apply(&[(0, &v), (2, &empty), (3, &v)], 1, 5).unwrap();
+    assert_eq!(idx.search(&v, 0, &all(10)), vec![]);
+    assert_eq!(idx.search(&empty, 10, &all(10)), vec![]);
+    assert_eq!(idx.search(&v, 10, &DocSet::new()), vec![]);
+    assert_eq!(idx.search(&v, usize::MAX, &all(10)).len(), 2);
+    assert_eq!(idx.search(&v, 10, &all(10)), vec![(0, 0.3125), (3, 0.3125)]);
+    // Out-of-order or out-of-range documents are refused and change nothing.
+    for bad in [
+        vec![(5u64, &v), (5, &v)],
+        vec![(6, &v), (5, &v)],
+        vec![(3, &v)],
+        vec![(7, &v)],
+    ] {
+        let err = idx.apply(&bad, 2, 7);
+        assert!(matches!(err, Err(Error::InvalidInput(_))), "{bad:?}");
+    }
+    assert!(matches!(idx.apply(&[], 2, 4), Err(Error::InvalidInput(_))));
+    assert_eq!(idx.pending(), (1, 5));
+    assert_eq!(idx.postings(), 4);
+    // A merge that keeps nothing leaves no segment.
+    idx.merge(&DocSet::new()).unwrap();
+    assert_eq!((idx.segments(), idx.postings()), (0, 0));
+    assert_eq!(idx.committed(), (1, 5));
+    let idx = SparseIndex::open(tmp.path()).unwrap();
+    assert_eq!((idx.segments(), idx.committed()), (0, (1, 5)));
+}
+
+#[test]
+fn persistence_and_commit_points() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rng = Rng(3);
+    let vocab = Vocab::new(5000, 1.0);
+    let docs: Vec<(u64, SparseVector)> = corpus(&mut rng, &vocab, 500, 20, 60)
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| (i as u64, v))
+        .collect();
+    let queries: Vec<SparseVector> = (0..30).map(|_| vocab.vector(&mut rng, 20, true)).collect();
+    {
+        let mut idx = SparseIndex::open(tmp.path()).unwrap();
+        assert_eq!(idx.committed(), (0, 0));
+        add_all(&mut idx, &docs[..200], 4, 200);
+        assert_eq!(idx.committed(), (0, 0));
+        idx.flush().unwrap();
+        assert_eq!(idx.committed(), (4, 200));
+        add_all(&mut idx, &docs[200..400], 5, 400);
+        idx.flush().unwrap();
+        // Applied but never flushed: not persisted.
+        add_all(&mut idx, &docs[400..], 6, 500);
+        assert_eq!((idx.committed(), idx.pending()), ((5, 400), (6, 500)));
+        // A commit without sparse documents still advances the manifest on flush.
+    }
+    let mut idx = SparseIndex::open(tmp.path()).unwrap();
+    assert_eq!(idx.committed(), (5, 400));
+    assert_eq!(idx.segments(), 2);
+    assert_exact(&idx, &docs[..400], &queries, &all(500), &[10]);
+    add_all(&mut idx, &docs[400..], 6, 500);
+    assert_exact(&idx, &docs, &queries, &all(500), &[10]);
+    idx.apply(&[], 7, 520).unwrap();
+    idx.flush().unwrap();
+    drop(idx);
+    let idx = SparseIndex::open(tmp.path()).unwrap();
+    assert_eq!((idx.committed(), idx.segments()), ((7, 520), 3));
+    assert_exact(&idx, &docs, &queries, &all(500), &[10]);
+    // An orphan segment (a crash before the manifest) is removed on open.
+    let orphan = tmp.path().join("seg-77.spx");
+    std::fs::write(&orphan, b"junk").unwrap();
+    drop(idx);
+    let idx = SparseIndex::open(tmp.path()).unwrap();
+    assert!(!orphan.exists());
+    assert_eq!(idx.segments(), 3);
+}
+
+/// Builds a one-segment index and returns its directory and the segment's path.
+fn one_segment() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rng = Rng(5);
+    let vocab = Vocab::new(3000, 1.0);
+    let docs: Vec<(u64, SparseVector)> = corpus(&mut rng, &vocab, 300, 10, 40)
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| (i as u64, v))
+        .collect();
+    let mut idx = SparseIndex::open(tmp.path()).unwrap();
+    add_all(&mut idx, &docs, 1, 300);
+    idx.flush().unwrap();
+    let path = idx.segments[0].path.clone();
+    (tmp, path)
+}
+
+fn assert_corrupted(dir: &Path, file: &Path) {
+    match SparseIndex::open(dir) {
+        Err(Error::Corrupted { path, .. }) => assert_eq!(path, file),
+        Err(e) => panic!("expected Corrupted for {}, got {e}", file.display()),
+        Ok(_) => panic!("expected Corrupted for {}, opened fine", file.display()),
+    }
+}
+
+#[test]
+fn corruption_is_reported_not_panicked() {
+    let (tmp, seg) = one_segment();
+    let good = std::fs::read(&seg).unwrap();
+    // Truncations at many lengths, and flipped bytes everywhere (sampled).
+    for len in [0, 1, 15, 16, 60, good.len() / 2, good.len() - 1] {
+        std::fs::write(&seg, &good[..len]).unwrap();
+        assert_corrupted(tmp.path(), &seg);
+    }
+    let step = (good.len() / 400).max(1);
+    for at in (0..good.len()).step_by(step) {
+        let mut bad = good.clone();
+        bad[at] ^= 0x10;
+        std::fs::write(&seg, &bad).unwrap();
+        assert_corrupted(tmp.path(), &seg);
+    }
+    std::fs::remove_file(&seg).unwrap();
+    assert_corrupted(tmp.path(), &seg);
+    std::fs::write(&seg, &good).unwrap();
+    assert!(SparseIndex::open(tmp.path()).is_ok());
+
+    let man = tmp.path().join(MANIFEST);
+    let good_man = std::fs::read(&man).unwrap();
+    for at in 0..good_man.len() {
+        let mut bad = good_man.clone();
+        bad[at] ^= 0x01;
+        std::fs::write(&man, &bad).unwrap();
+        assert_corrupted(tmp.path(), &man);
+    }
+    std::fs::write(&man, &good_man[..20]).unwrap();
+    assert_corrupted(tmp.path(), &man);
+    std::fs::remove_file(&man).unwrap();
+    assert_corrupted(tmp.path(), &man);
+}
+
+#[test]
+fn structurally_bad_segment_with_valid_crc_is_refused() {
+    let (tmp, seg) = one_segment();
+    let good = std::fs::read(&seg).unwrap();
+    // Damage a field, then fix the checksum so only validation can notice.
+    let reseal = |mut b: Vec<u8>| {
+        let n = b.len() - 4;
+        let crc = crc32fast::hash(&b[..n]);
+        b[n..].copy_from_slice(&crc.to_le_bytes());
+        b
+    };
+    let dict_offset = u64_at(&good, good.len() - 52) as usize;
+    let cases: Vec<(usize, u8)> = vec![
+        (16, 0x05),               // first posting offset of the first block is not 0
+        (dict_offset, 0xff),      // first term id
+        (dict_offset + 4, 0x01),  // posting count
+        (dict_offset + 8, 0x07),  // block count
+        (dict_offset + 12, 0x40), // list maximum
+        (dict_offset + 16, 0x04), // list offset
+        (good.len() - 52, 0x08),  // dictionary offset
+        (good.len() - 36, 0x01),  // postings total
+        (good.len() - 12, 0x80),  // minimum weight sign
+    ];
+    for (at, x) in cases {
+        let mut bad = good.clone();
+        bad[at] ^= x;
+        std::fs::write(&seg, reseal(bad)).unwrap();
+        assert_corrupted(tmp.path(), &seg);
+    }
+}
+
+#[test]
+fn pruning_skips_most_postings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rng = Rng(21);
+    let vocab = Vocab::new(30_000, 1.0);
+    let docs: Vec<(u64, SparseVector)> = corpus(&mut rng, &vocab, 20_000, 50, 150)
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| (i as u64, v))
+        .collect();
+    let mut idx = SparseIndex::open(tmp.path()).unwrap();
+    add_all(&mut idx, &docs, 1, 20_000);
+    idx.flush().unwrap();
+    let allow = all(20_000);
+    let mut sum = SearchStats::default();
+    for _ in 0..50 {
+        let q = vocab.vector(&mut rng, 30, true);
+        let (hits, st) = idx.search_with_stats(&q, 10, &allow);
+        let want = search_brute_force(&q, 10, docs.iter().map(|(d, v)| (*d, v)));
+        assert_eq!(hits, want);
+        sum.total += st.total;
+        sum.decoded += st.decoded;
+        sum.visited += st.visited;
+        sum.scored += st.scored;
+    }
+    let visited = sum.visited as f64 / sum.total as f64;
+    let decoded = sum.decoded as f64 / sum.total as f64;
+    eprintln!("pruning over 50 queries: {sum:?}; visited {visited:.3}, decoded {decoded:.3}");
+    // Without pruning every posting is read at least once (and the survivors' again).
+    assert!(visited < 0.6, "visited {visited:.3} of the postings");
+    assert!(decoded < 0.7, "decoded {decoded:.3} of the postings");
+    assert!(sum.scored < 50 * 20_000 / 20, "scored {}", sum.scored);
+}
+
+fn datasets() -> Option<PathBuf> {
+    let local = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/datasets");
+    [local, PathBuf::from("/work/shared/datasets")]
+        .into_iter()
+        .map(|d| d.join("korquad-v1-dev"))
+        .find(|d| d.join("corpus.sparse.jsonl").exists())
+}
+
+fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn read_sparse(path: &Path) -> Vec<SparseVector> {
+    #[derive(serde::Deserialize)]
+    struct Raw {
+        indices: Vec<u32>,
+        values: Vec<f32>,
+    }
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let r: Raw = serde_json::from_str(l).unwrap();
+            SparseVector::new(r.indices, r.values).unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn exact_on_korquad() {
+    let Some(dir) = datasets() else {
+        eprintln!("korquad-v1-dev not found; skipping");
+        return;
+    };
+    let corpus = read_sparse(&dir.join("corpus.sparse.jsonl"));
+    let queries = read_sparse(&dir.join("queries.sparse.jsonl"));
+    let docs: Vec<(u64, SparseVector)> = corpus
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| (i as u64, v))
+        .collect();
+    let n = docs.len() as u64;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut idx = SparseIndex::open(tmp.path()).unwrap();
+    for (i, chunk) in docs.chunks(300).enumerate() {
+        let next = chunk.last().unwrap().0 + 1;
+        add_all(&mut idx, chunk, i as u64 + 1, next);
+        if i < 2 {
+            idx.flush().unwrap();
+        }
+    }
+    assert_exact(&idx, &docs, &queries, &all(n), &[1, 10, 100]);
+    let odd: DocSet = (0..n).filter(|d| d % 2 == 1).collect();
+    assert_exact(&idx, &docs, &queries[..500], &odd, &[10]);
+    idx.merge(&all(n)).unwrap();
+    assert_exact(&idx, &docs, &queries[..500], &all(n), &[10]);
+
+    // Recall@10 against the qrels.
+    let ids: Vec<String> = read_jsonl(&dir.join("corpus.jsonl"))
+        .iter()
+        .map(|d| d["id"].as_str().unwrap().to_string())
+        .collect();
+    let qrels = read_jsonl(&dir.join("queries.jsonl"));
+    let mut recall = 0.0;
+    for (q, rel) in queries.iter().zip(&qrels) {
+        let rel: Vec<&str> = rel["relevant"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r.as_str())
+            .collect();
+        let hits = idx.search(q, 10, &all(n));
+        let found = rel
+            .iter()
+            .filter(|r| hits.iter().any(|h| ids[h.0 as usize] == **r))
+            .count();
+        recall += found as f64 / rel.len().max(1) as f64;
+    }
+    recall /= queries.len() as f64;
+    eprintln!("korquad sparse R@10 = {recall:.4}");
+    assert!(recall > 0.8, "R@10 {recall}");
+}
