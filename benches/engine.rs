@@ -7,39 +7,9 @@ use std::time::Instant;
 
 use hybridb::{Database, DenseMode, Document, Leg, Metric, Query, Schema, dataset, npy};
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32
-    }
-    fn normal(&mut self) -> f32 {
-        (0..4).map(|_| self.unit()).sum::<f32>() * 1.732 - 3.464
-    }
-}
+mod common;
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
-/// p50 and p99 in milliseconds of running `f` on each query index.
-fn latency(n: usize, mut f: impl FnMut(usize)) -> (f64, f64) {
-    let mut t: Vec<f64> = (0..n)
-        .map(|i| {
-            let s = Instant::now();
-            f(i);
-            s.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    t.sort_by(f64::total_cmp);
-    (percentile(&t, 0.5), percentile(&t, 0.99))
-}
+use common::{Rng, latency};
 
 struct Case<'a> {
     name: &'a str,
@@ -208,14 +178,7 @@ fn synthetic(n: usize, dim: usize, n_queries: usize) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str, default: usize| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
+    let arg = common::arg;
     let n = arg("--synthetic", 100_000);
     let dim = arg("--dim", 384);
     let n_queries = arg("--queries", 1000);

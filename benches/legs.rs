@@ -8,18 +8,15 @@ use hybridb::{
     Database, Document, Leg, Precision, Query, Rerank, RerankFusion, Schema, SparseVector,
 };
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32
-    }
+mod common;
+
+use common::{Rng, latency};
+
+trait SparseGen {
+    fn sparse(&mut self, terms: usize) -> SparseVector;
+}
+
+impl SparseGen for Rng {
     /// Zipf-like term ids over a 30k vocabulary, ascending and unique, positive weights.
     fn sparse(&mut self, terms: usize) -> SparseVector {
         let mut ids: Vec<u32> = (0..terms)
@@ -33,24 +30,6 @@ impl Rng {
         let values = ids.iter().map(|_| 0.01 + self.unit()).collect();
         SparseVector::new(ids, values).expect("ascending ids")
     }
-}
-
-fn p50_p99(mut t: Vec<f64>) -> (f64, f64) {
-    t.sort_by(f64::total_cmp);
-    let at = |p: f64| t[((t.len() - 1) as f64 * p).round() as usize];
-    (at(0.5), at(0.99))
-}
-
-fn time(n: usize, mut f: impl FnMut(usize)) -> (f64, f64) {
-    p50_p99(
-        (0..n)
-            .map(|i| {
-                let s = Instant::now();
-                f(i);
-                s.elapsed().as_secs_f64() * 1e3
-            })
-            .collect(),
-    )
 }
 
 fn sparse(n: usize, n_queries: usize) {
@@ -72,7 +51,7 @@ fn sparse(n: usize, n_queries: usize) {
         "\n## sparse leg: {n} documents, {postings} postings, {n_queries} queries of ~30 terms, k = 10\n"
     );
     println!("ingest + flush: {:.2} s", start.elapsed().as_secs_f64());
-    let (b50, b99) = time(n_queries, |i| {
+    let (b50, b99) = latency(n_queries, |i| {
         let q = &queries[i];
         let mut top: Vec<(f32, usize)> = docs
             .iter()
@@ -82,7 +61,7 @@ fn sparse(n: usize, n_queries: usize) {
         top.select_nth_unstable_by(10, |a, b| b.0.total_cmp(&a.0));
         std::hint::black_box(&top[..10]);
     });
-    let (s50, s99) = time(n_queries, |i| {
+    let (s50, s99) = latency(n_queries, |i| {
         let q = Query::new()
             .sparse(queries[i].clone())
             .legs(&[Leg::Sparse])
@@ -122,10 +101,10 @@ fn colbert(precision: Precision, n_queries: usize) {
     w.commit().expect("commit");
     let queries: Vec<Vec<f32>> = (0..n_queries).map(|_| unit_rows(q_tokens)).collect();
     let base = Query::new().text("공통").k(10).fetch_documents(false);
-    let (p50, p99) = time(n_queries, |_| {
+    let (p50, p99) = latency(n_queries, |_| {
         std::hint::black_box(db.search(&base).expect("search"));
     });
-    let (r50, r99) = time(n_queries, |i| {
+    let (r50, r99) = latency(n_queries, |i| {
         let q = base
             .clone()
             .colbert(queries[i].clone())
@@ -146,13 +125,13 @@ fn colbert(precision: Precision, n_queries: usize) {
 fn agreement(n_queries: usize) {
     let (docs, tokens, dim, q_tokens) = (300usize, 100usize, 1024usize, 32usize);
     let mut rng = Rng(5);
-    let gauss = |rng: &mut Rng| (0..4).map(|_| rng.unit()).sum::<f32>() * 1.732 - 3.464;
+
     let topics: Vec<Vec<f32>> = (0..41)
-        .map(|_| (0..dim).map(|_| gauss(&mut rng)).collect())
+        .map(|_| (0..dim).map(|_| rng.normal()).collect())
         .collect();
     let token = |rng: &mut Rng, topic: usize| -> Vec<f32> {
         let mut v: Vec<f32> = (0..dim)
-            .map(|j| 0.6 * topics[topic][j] + 0.5 * topics[40][j] + 0.8 * gauss(rng))
+            .map(|j| 0.6 * topics[topic][j] + 0.5 * topics[40][j] + 0.8 * rng.normal())
             .collect();
         let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
         v.iter_mut().for_each(|x| *x /= n);
@@ -245,14 +224,7 @@ fn agreement(n_queries: usize) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str, default: usize| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
+    let arg = common::arg;
     let n_queries = arg("--queries", 200);
     sparse(arg("--docs", 100_000), n_queries);
     println!(
