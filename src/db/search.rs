@@ -1,11 +1,10 @@
 //! Query execution over one snapshot: per-leg candidates, fusion, and hit assembly.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::{Database, Snapshot};
 use crate::docset::DocSet;
-use std::collections::HashMap;
-
 use crate::document::{check_dense, check_tokens};
 use crate::error::{Error, Result};
 use crate::index::dense::{normalize, search_exact};
@@ -70,9 +69,13 @@ impl Database {
         let schema = &self.inner.schema;
         let legs = match &query.legs {
             Some(legs) => {
-                let mut legs = legs.clone();
-                legs.dedup();
-                legs
+                let mut unique: Vec<Leg> = Vec::with_capacity(legs.len());
+                for leg in legs {
+                    if !unique.contains(leg) {
+                        unique.push(*leg);
+                    }
+                }
+                unique
             }
             None => {
                 let mut legs = Vec::new();
@@ -201,7 +204,8 @@ impl Database {
         };
         check_tokens(tokens, spec.dim, "query token vectors")?;
         let r = query.rerank.unwrap_or_default();
-        fused.truncate(r.top);
+        // Rerank at least the k hits asked for.
+        fused.truncate(r.top.max(query.k));
         let docs: Vec<u64> = fused.iter().map(|f| f.doc).collect();
         let scores = view.maxsim_many(tokens, &docs)?;
         // The ColBERT ranking of the candidates that have token vectors.
