@@ -245,17 +245,11 @@ impl Database {
         Ok(Writer::new(&self.inner, guard))
     }
 
-    /// Persists the HNSW graph so the next open need not re-insert recent vectors. Also done
-    /// when the database is dropped.
+    /// Writes the sparse index's memory segment and the HNSW graph to disk, so the next open
+    /// need not rebuild them from the store. Also done when the database is dropped.
     pub fn checkpoint(&self) -> Result<()> {
         let _write = self.inner.lock_write();
-        if let Some(s) = self
-            .inner
-            .sparse
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_mut()
-        {
+        if let Some(s) = self.inner.sparse_mut().as_mut() {
             s.flush()?;
         }
         let dense = self.inner.dense.read().unwrap_or_else(|p| p.into_inner());
@@ -279,13 +273,7 @@ impl Database {
                 d.dump()?;
             }
         }
-        if let Some(s) = self
-            .inner
-            .sparse
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_mut()
-        {
+        if let Some(s) = self.inner.sparse_mut().as_mut() {
             s.merge(&snap.live)?;
         }
         write.text.merge_all()?;
@@ -360,6 +348,10 @@ impl Inner {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    pub(crate) fn sparse_mut(&self) -> std::sync::RwLockWriteGuard<'_, Option<SparseIndex>> {
+        self.sparse.write().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(crate) fn sparse_index(&self) -> std::sync::RwLockReadGuard<'_, Option<SparseIndex>> {

@@ -219,12 +219,7 @@ impl<'db> Writer<'db> {
             d.catch_up(&vectors, &with_dense, state.next_doc);
         }
         drop(dense);
-        let sparse_result = match inner
-            .sparse
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_mut()
-        {
+        let sparse_result = match inner.sparse_mut().as_mut() {
             Some(index) => {
                 let adds: Vec<(u64, &crate::SparseVector)> = added
                     .iter()

@@ -626,15 +626,11 @@ fn read_entry(file: &File, path: &Path, doc: u64) -> Result<(u64, u64, u32)> {
 }
 
 fn header(magic: &[u8; 8], dim: usize, precision: Precision) -> [u8; HEADER as usize] {
-    let mut h = [0u8; HEADER as usize];
-    h[..8].copy_from_slice(magic);
-    h[8..12].copy_from_slice(&VERSION.to_le_bytes());
-    h[12..16].copy_from_slice(&(dim as u32).to_le_bytes());
-    h[16..20].copy_from_slice(&precision.code().to_le_bytes());
-    h[20..24].copy_from_slice(&(precision.bytes_per_token(dim) as u32).to_le_bytes());
-    let crc = crc32fast::hash(&h[..60]);
-    h[60..64].copy_from_slice(&crc.to_le_bytes());
-    h
+    let mut fields = [0u8; 12];
+    fields[..4].copy_from_slice(&(dim as u32).to_le_bytes());
+    fields[4..8].copy_from_slice(&precision.code().to_le_bytes());
+    fields[8..].copy_from_slice(&(precision.bytes_per_token(dim) as u32).to_le_bytes());
+    crate::fsio::header(magic, VERSION, &fields)
 }
 
 /// Opens one of the two files, writing its header when it is new (absent or empty) and
@@ -659,20 +655,7 @@ fn open_file(
         sync(&file, path)?;
         return Ok(file);
     }
-    let mut h = [0u8; HEADER as usize];
-    file.read_exact_at(&mut h, 0)
-        .map_err(|_| Error::corrupted(path, "shorter than its 64-byte header"))?;
-    let crc = u32::from_le_bytes([h[60], h[61], h[62], h[63]]);
-    if &h[..8] != magic || crc32fast::hash(&h[..60]) != crc {
-        return Err(Error::corrupted(path, "bad magic or header checksum"));
-    }
-    let version = u32::from_le_bytes([h[8], h[9], h[10], h[11]]);
-    if version != VERSION {
-        return Err(Error::corrupted(
-            path,
-            format!("unsupported version {version}"),
-        ));
-    }
+    let h = crate::fsio::read_header(&file, path, magic, VERSION)?;
     if h != want {
         let file_dim = u32::from_le_bytes([h[12], h[13], h[14], h[15]]);
         let code = u32::from_le_bytes([h[16], h[17], h[18], h[19]]);

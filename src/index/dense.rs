@@ -15,7 +15,7 @@ use memmap2::Mmap;
 
 use crate::docset::DocSet;
 use crate::error::{Error, Result};
-use crate::fsio::{sync_dir, write_atomic};
+use crate::fsio::{header, read_header, sync_dir, write_atomic};
 use crate::schema::{DenseSpec, Metric};
 
 const VECTORS_MAGIC: &[u8; 8] = b"HYBVEC\0\0";
@@ -383,31 +383,13 @@ fn load_graph(dir: &Path, spec: DenseSpec, committed_rows: u64) -> Option<(Graph
 }
 
 fn write_vectors_header(file: &File, path: &Path, dim: usize) -> Result<()> {
-    let mut h = [0u8; VECTORS_HEADER as usize];
-    h[..8].copy_from_slice(VECTORS_MAGIC);
-    h[8..12].copy_from_slice(&VECTORS_VERSION.to_le_bytes());
-    h[12..16].copy_from_slice(&(dim as u32).to_le_bytes());
-    let crc = crc32fast::hash(&h[..60]);
-    h[60..64].copy_from_slice(&crc.to_le_bytes());
+    let h = header(VECTORS_MAGIC, VECTORS_VERSION, &(dim as u32).to_le_bytes());
     file.write_all_at(&h, 0).map_err(|e| Error::io(path, e))?;
     file.sync_all().map_err(|e| Error::io(path, e))
 }
 
 fn check_vectors_header(file: &File, path: &Path, dim: usize) -> Result<()> {
-    let mut h = [0u8; VECTORS_HEADER as usize];
-    file.read_exact_at(&mut h, 0)
-        .map_err(|_| Error::corrupted(path, "shorter than its 64-byte header"))?;
-    let crc = u32::from_le_bytes([h[60], h[61], h[62], h[63]]);
-    if &h[..8] != VECTORS_MAGIC || crc32fast::hash(&h[..60]) != crc {
-        return Err(Error::corrupted(path, "bad magic or header checksum"));
-    }
-    let version = u32::from_le_bytes([h[8], h[9], h[10], h[11]]);
-    if version != VECTORS_VERSION {
-        return Err(Error::corrupted(
-            path,
-            format!("unsupported version {version}"),
-        ));
-    }
+    let h = read_header(file, path, VECTORS_MAGIC, VECTORS_VERSION)?;
     let file_dim = u32::from_le_bytes([h[12], h[13], h[14], h[15]]) as usize;
     if file_dim != dim {
         return Err(Error::corrupted(
