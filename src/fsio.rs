@@ -63,3 +63,26 @@ pub(crate) fn read_header(
     }
     Ok(h)
 }
+
+/// A crash point for tests of the commit protocol. With the `failpoints` feature, the process
+/// aborts on the N-th time it reaches the point named by `HYBRIDB_FAILPOINT=name:N` (N = 1 when
+/// omitted); without the feature it compiles to nothing.
+#[cfg(feature = "failpoints")]
+pub(crate) fn failpoint(name: &str) {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static HITS: AtomicU32 = AtomicU32::new(0);
+    let Ok(spec) = std::env::var("HYBRIDB_FAILPOINT") else {
+        return;
+    };
+    let (point, nth) = match spec.rsplit_once(':') {
+        Some((p, n)) if n.parse::<u32>().is_ok() => (p.to_string(), n.parse().unwrap_or(1)),
+        _ => (spec.clone(), 1),
+    };
+    if point == name && HITS.fetch_add(1, Ordering::SeqCst) + 1 == nth {
+        std::process::abort();
+    }
+}
+
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub(crate) fn failpoint(_name: &str) {}

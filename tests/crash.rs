@@ -13,29 +13,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use hybridb::{Database, DenseMode, Document, Leg, Metric, Query, Schema, SparseVector};
-
-const DIM: usize = 16;
-const PER_COMMIT: u64 = 5;
-
-fn schema() -> Schema {
-    Schema::new().dense(DIM, Metric::Cosine).sparse().text()
-}
-
-/// Document `j` of commit `c`, fully determined by (c, j).
-fn document(c: u64, j: u64) -> Document {
-    let mut rng = common::Rng::new(c * 1000 + j);
-    let dense: Vec<f32> = (0..DIM).map(|_| rng.normal()).collect();
-    let unique = (c * PER_COMMIT + j) as u32 + 100;
-    Document::new(format!("c{c}-{j}"))
-        .title(format!("커밋 {c}"))
-        .text(format!(
-            "문서 c{c}x{j} 내용 {}",
-            "반복 ".repeat((j + 1) as usize)
-        ))
-        .dense(dense)
-        .sparse(SparseVector::new(vec![1, unique], vec![0.1, 2.0]).unwrap())
-}
+use common::workload::{PER_COMMIT, check_commit_visible, document, schema};
+use hybridb::{Database, DenseMode, Leg, Query, SparseVector};
 
 /// The child: commits batch after batch until killed, reporting each completed commit.
 #[test]
@@ -53,38 +32,6 @@ fn crash_child_writer() {
         }
         w.commit().unwrap();
         println!("committed {c}");
-    }
-}
-
-fn check_commit_visible(db: &Database, c: u64) {
-    for j in 0..PER_COMMIT {
-        let id = format!("c{c}-{j}");
-        let want = document(c, j);
-        let got = db.get(&id).unwrap().unwrap_or_else(|| panic!("{id} lost"));
-        assert_eq!(
-            got.text,
-            format!("문서 c{c}x{j} 내용 {}", "반복 ".repeat((j + 1) as usize))
-        );
-        let top = |q: Query| {
-            db.search(&q.k(1).fetch_documents(false)).unwrap()[0]
-                .id
-                .clone()
-        };
-        assert_eq!(
-            top(Query::new().text(format!("c{c}x{j}")).legs(&[Leg::Bm25])),
-            id
-        );
-        let unique = (c * PER_COMMIT + j) as u32 + 100;
-        let sq = SparseVector::new(vec![unique], vec![1.0]).unwrap();
-        assert_eq!(top(Query::new().sparse(sq).legs(&[Leg::Sparse])), id);
-        let v = want.dense_vector().unwrap().to_vec();
-        for mode in [DenseMode::Exact, DenseMode::Approximate] {
-            let q = Query::new()
-                .dense(v.clone())
-                .legs(&[Leg::Dense])
-                .dense_mode(mode);
-            assert_eq!(top(q), id, "dense {mode:?}");
-        }
     }
 }
 

@@ -16,6 +16,7 @@ use serde::Serialize;
 use super::{Inner, WriteSide};
 use crate::document::{Document, check_dense, check_tokens};
 use crate::error::{Error, Result};
+use crate::fsio::failpoint;
 use crate::index::dense::normalize;
 use crate::index::text::TextDoc;
 use crate::schema::Metric;
@@ -200,6 +201,7 @@ impl<'db> Writer<'db> {
                     rows[i * dim..(i + 1) * dim].copy_from_slice(v);
                 }
             }
+            failpoint("commit:before-vectors");
             d.write_rows(first_new, &rows)?;
         }
         if let Some(c) = &inner.colbert
@@ -207,9 +209,12 @@ impl<'db> Writer<'db> {
         {
             let tokens: Vec<Option<&[f32]>> =
                 added.iter().map(|(_, d)| d.colbert.as_deref()).collect();
+            failpoint("commit:before-colbert");
             c.append(first_new, &tokens)?;
         }
+        failpoint("commit:before-store-commit");
         txn.commit()?;
+        failpoint("commit:after-store-commit");
 
         // Derived indexes. A failure from here on leaves the commit durable in the store; the
         // index catches up on the next open.
@@ -219,6 +224,7 @@ impl<'db> Writer<'db> {
             d.catch_up(&vectors, &with_dense, state.next_doc);
         }
         drop(dense);
+        failpoint("commit:before-sparse");
         let sparse_result = match inner.sparse_mut().as_mut() {
             Some(index) => {
                 let adds: Vec<(u64, &crate::SparseVector)> = added
@@ -239,7 +245,9 @@ impl<'db> Writer<'db> {
                 metadata: &d.metadata,
             })
             .collect();
+        failpoint("commit:before-text");
         let text_result = self.write.text.apply(&adds, &removed, seq, state.next_doc);
+        failpoint("commit:before-publish");
         inner.publish(&self.write, state, Arc::new(live), with_dense)?;
         sparse_result?;
         text_result?;

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+pub mod workload;
+
 /// SplitMix64: a small deterministic generator, so tests need no RNG crate.
 pub struct Rng(u64);
 
