@@ -48,6 +48,8 @@ pub(crate) struct Inner {
     /// The write side: taken by a [`Writer`] for its lifetime, and by maintenance.
     write: Mutex<WriteSide>,
     snapshot: RwLock<Arc<Snapshot>>,
+    /// Set when a commit reached the store but could not be applied in memory.
+    poisoned: std::sync::atomic::AtomicBool,
 }
 
 pub(crate) struct WriteSide {
@@ -208,6 +210,7 @@ impl Database {
                 colbert,
                 write: Mutex::new(WriteSide { text }),
                 snapshot: RwLock::new(Arc::new(snapshot)),
+                poisoned: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -235,8 +238,20 @@ impl Database {
     }
 
     /// Starts a write batch. Only one writer exists at a time: while one is open this returns
-    /// [`Error::WriterBusy`].
+    /// [`Error::WriterBusy`]. After a commit that reached the store but failed to update an
+    /// index in memory, writing is refused until the database is reopened.
     pub fn writer(&self) -> Result<Writer<'_>> {
+        if self
+            .inner
+            .poisoned
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(Error::Store(
+                "an earlier commit is durable but could not be applied to the indexes in \
+                 memory; reopen the database to catch them up"
+                    .into(),
+            ));
+        }
         let guard = match self.inner.write.try_lock() {
             Ok(g) => g,
             Err(std::sync::TryLockError::WouldBlock) => return Err(Error::WriterBusy),

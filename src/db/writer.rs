@@ -216,41 +216,26 @@ impl<'db> Writer<'db> {
         txn.commit()?;
         failpoint("commit:after-store-commit");
 
-        // Derived indexes. A failure from here on leaves the commit durable in the store; the
-        // index catches up on the next open.
-        let with_dense = Arc::new(with_dense);
-        if let Some(d) = dense.as_ref() {
-            let vectors = d.map(state.next_doc)?;
-            d.catch_up(&vectors, &with_dense, state.next_doc);
+        // Derived indexes. The commit is durable in the store now: if applying it in memory
+        // fails, the database refuses further writes until it is reopened, which catches every
+        // index up from the store.
+        let applied = apply_derived(
+            inner,
+            &mut self.write,
+            seq,
+            &state,
+            &added,
+            &removed,
+            live,
+            with_dense,
+            dense,
+        );
+        if applied.is_err() {
+            inner
+                .poisoned
+                .store(true, std::sync::atomic::Ordering::SeqCst);
         }
-        drop(dense);
-        failpoint("commit:before-sparse");
-        let sparse_result = match inner.sparse_mut().as_mut() {
-            Some(index) => {
-                let adds: Vec<(u64, &crate::SparseVector)> = added
-                    .iter()
-                    .filter_map(|(doc, d)| d.sparse.as_ref().map(|v| (*doc, v)))
-                    .collect();
-                index.apply(&adds, seq, state.next_doc)
-            }
-            None => Ok(()),
-        };
-        let text_on = inner.schema.text.is_some();
-        let adds: Vec<TextDoc<'_>> = added
-            .iter()
-            .map(|(doc, d)| TextDoc {
-                docnum: *doc,
-                title: if text_on { &d.title } else { "" },
-                text: if text_on { &d.text } else { "" },
-                metadata: &d.metadata,
-            })
-            .collect();
-        failpoint("commit:before-text");
-        let text_result = self.write.text.apply(&adds, &removed, seq, state.next_doc);
-        failpoint("commit:before-publish");
-        inner.publish(&self.write, state, Arc::new(live), with_dense)?;
-        sparse_result?;
-        text_result?;
+        applied?;
         let info = CommitInfo {
             seq,
             upserted: added.len() as u64,
@@ -259,4 +244,57 @@ impl<'db> Writer<'db> {
         self.ops.clear();
         Ok(info)
     }
+}
+
+/// Steps 3–4 of the protocol: the HNSW graph, the sparse index and tantivy take the commit,
+/// then readers get the new snapshot (published even when an index failed, so that nothing
+/// deleted is visible).
+#[allow(clippy::too_many_arguments)]
+fn apply_derived(
+    inner: &Inner,
+    write: &mut WriteSide,
+    seq: u64,
+    state: &crate::store::State,
+    added: &[(u64, &Document)],
+    removed: &[u64],
+    live: crate::docset::DocSet,
+    with_dense: crate::docset::DocSet,
+    dense: std::sync::RwLockReadGuard<'_, Option<crate::index::dense::DenseIndex>>,
+) -> Result<()> {
+    let with_dense = Arc::new(with_dense);
+    let dense_result = match dense.as_ref() {
+        Some(d) => d.map(state.next_doc).map(|vectors| {
+            d.catch_up(&vectors, &with_dense, state.next_doc);
+        }),
+        None => Ok(()),
+    };
+    drop(dense);
+    failpoint("commit:before-sparse");
+    let sparse_result = match inner.sparse_mut().as_mut() {
+        Some(index) => {
+            let adds: Vec<(u64, &crate::SparseVector)> = added
+                .iter()
+                .filter_map(|(doc, d)| d.sparse.as_ref().map(|v| (*doc, v)))
+                .collect();
+            index.apply(&adds, seq, state.next_doc)
+        }
+        None => Ok(()),
+    };
+    let text_on = inner.schema.text.is_some();
+    let adds: Vec<TextDoc<'_>> = added
+        .iter()
+        .map(|(doc, d)| TextDoc {
+            docnum: *doc,
+            title: if text_on { &d.title } else { "" },
+            text: if text_on { &d.text } else { "" },
+            metadata: &d.metadata,
+        })
+        .collect();
+    failpoint("commit:before-text");
+    let text_result = write.text.apply(&adds, removed, seq, state.next_doc);
+    failpoint("commit:before-publish");
+    inner.publish(write, *state, Arc::new(live), with_dense)?;
+    dense_result?;
+    sparse_result?;
+    text_result
 }
