@@ -450,16 +450,11 @@ fn catch_up_sparse(
     if seq == state.seq {
         return Ok(());
     }
-    let docs = read.open_table(DOCS)?;
-    let mut records = Vec::new();
-    for row in docs.range(next..)? {
-        let (doc, bytes) = row?;
-        let record: store::DocRecord = store::decode(bytes.value(), "document")?;
-        if let Some(v) = record.sparse {
-            records.push((doc.value(), v));
-        }
-    }
-    let adds: Vec<(u64, &crate::SparseVector)> = records.iter().map(|(d, v)| (*d, v)).collect();
+    let records = store::docs_from(read, next)?;
+    let adds: Vec<(u64, &crate::SparseVector)> = records
+        .iter()
+        .filter_map(|(d, r)| r.sparse.as_ref().map(|v| (*d, v)))
+        .collect();
     index.apply(&adds, state.seq, state.next_doc)
 }
 
@@ -490,13 +485,7 @@ fn catch_up_text(
             deletes.push(doc.value());
         }
     }
-    let docs = read.open_table(DOCS)?;
-    let mut records = Vec::new();
-    for row in docs.range(text_next..)? {
-        let (doc, bytes) = row?;
-        let record: store::DocRecord = store::decode(bytes.value(), "document")?;
-        records.push((doc.value(), record));
-    }
+    let records = store::docs_from(read, text_next)?;
     let metas: Vec<serde_json::Value> = records
         .iter()
         .map(|(_, r)| serde_json::from_str(&r.metadata).unwrap_or(serde_json::Value::Null))

@@ -1,6 +1,6 @@
 //! Query execution over one snapshot: per-leg candidates, fusion, and hit assembly.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::{Database, Snapshot};
@@ -222,6 +222,7 @@ impl Database {
             .collect();
         match r.fusion {
             RerankFusion::Rrf { k } => {
+                let docs: HashSet<u64> = docs.into_iter().collect();
                 let mut lists: Vec<LegResult> = results
                     .iter()
                     .map(|l| LegResult {

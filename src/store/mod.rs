@@ -124,3 +124,14 @@ pub(crate) fn get_doc(
         None => Ok(None),
     }
 }
+
+/// Every stored document numbered `from` or more, ascending: what a lagging index must add.
+pub(crate) fn docs_from(txn: &redb::ReadTransaction, from: u64) -> Result<Vec<(u64, DocRecord)>> {
+    let table = txn.open_table(DOCS)?;
+    let mut out = Vec::new();
+    for row in table.range(from..)? {
+        let (doc, bytes) = row?;
+        out.push((doc.value(), decode(bytes.value(), "document")?));
+    }
+    Ok(out)
+}
