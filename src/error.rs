@@ -51,6 +51,12 @@ pub enum Error {
     /// The tantivy text index failed.
     #[error("text index: {0}")]
     Text(String),
+    /// A model directory is missing, not recognised, or its model failed to run.
+    #[error("model: {0}")]
+    Model(String),
+    /// The ONNX Runtime library could not be found or loaded.
+    #[error("onnxruntime: {0}")]
+    Runtime(String),
 }
 
 impl Error {

@@ -11,6 +11,7 @@
 mod db;
 mod docset;
 mod document;
+mod encoder;
 mod error;
 mod fsio;
 mod index;
@@ -20,11 +21,16 @@ mod store;
 
 pub mod dataset;
 pub mod eval;
+pub mod fetch;
 pub mod npy;
 pub mod squad;
 
 pub use db::{CommitInfo, Database, Stats, Writer};
 pub use document::{Document, SparseVector};
+pub use encoder::{
+    Embedding, Encoder, EncoderOptions, Layout, ModelInfo, ORT_VERSION, Pooling, TextKind,
+    default_runtime_dir, loaded_runtime,
+};
 pub use error::{Error, Result};
 pub use index::colbert::Precision;
 pub use index::text::Analyzer;

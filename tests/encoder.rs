@@ -1,0 +1,275 @@
+//! Encoder parity with the reference outputs in fixtures/model/reference.json, computed by
+//! onnxruntime (Python) and numpy following FlagEmbedding's BGE-M3 post-processing.
+//! Needs the ONNX Runtime library: scripts/setup-onnxruntime.sh installs it.
+
+use std::path::{Path, PathBuf};
+
+use hybridb::{Embedding, Encoder, EncoderOptions, Error, Layout, Pooling, TextKind};
+use serde_json::Value;
+
+const TOLERANCE: f32 = 1e-5;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/model")
+}
+
+fn reference() -> Value {
+    let bytes = std::fs::read(fixtures().join("reference.json")).unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+fn options(batch_size: usize) -> EncoderOptions {
+    EncoderOptions {
+        max_length: reference()["max_length"].as_u64().unwrap() as usize,
+        batch_size,
+        ..EncoderOptions::default()
+    }
+}
+
+fn floats(v: &Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
+}
+
+fn assert_close(what: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let worst = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(worst <= TOLERANCE, "{what}: max difference {worst}");
+}
+
+fn kind(case: &Value) -> TextKind {
+    match case["kind"].as_str().unwrap() {
+        "query" => TextKind::Query,
+        _ => TextKind::Passage,
+    }
+}
+
+/// Encodes every case of `cases` (queries and passages in separate calls, so batches mix
+/// lengths) and returns the embeddings in case order.
+fn encode_cases(enc: &Encoder, cases: &[Value]) -> Vec<Embedding> {
+    let mut out: Vec<Option<Embedding>> = vec![None; cases.len()];
+    for k in [TextKind::Query, TextKind::Passage] {
+        let idx: Vec<usize> = (0..cases.len()).filter(|&i| kind(&cases[i]) == k).collect();
+        let texts: Vec<&str> = idx
+            .iter()
+            .map(|&i| cases[i]["text"].as_str().unwrap())
+            .collect();
+        for (i, e) in idx.iter().zip(enc.encode(&texts, k).unwrap()) {
+            out[*i] = Some(e);
+        }
+    }
+    out.into_iter().map(Option::unwrap).collect()
+}
+
+fn check_m3(dir: &str, layout: Layout, batch_size: usize) {
+    let r = reference();
+    let enc = Encoder::open(fixtures().join(dir), options(batch_size)).unwrap();
+    let info = enc.info();
+    assert_eq!(info.layout, layout);
+    assert_eq!(
+        (info.dense_dim, info.colbert_dim, info.sparse),
+        (32, Some(32), true)
+    );
+    let cases = r["m3"].as_array().unwrap();
+    let max_length = r["max_length"].as_u64().unwrap() as usize;
+    let mut truncated = 0;
+    for (case, e) in cases.iter().zip(encode_cases(&enc, cases)) {
+        let text = case["text"].as_str().unwrap();
+        let ids = case["input_ids"].as_array().unwrap();
+        assert_eq!(e.tokens, ids.len(), "{text:?}: tokens");
+        truncated += usize::from(e.truncated);
+        assert_eq!(e.truncated, e.tokens == max_length, "{text:?}");
+        assert_close(
+            &format!("{dir} {text:?} dense"),
+            &e.dense,
+            &floats(&case["dense"]),
+        );
+
+        let want = case["sparse"].as_object().unwrap();
+        let sparse = e.sparse.as_ref().unwrap();
+        let got_ids: Vec<String> = sparse.indices().iter().map(u32::to_string).collect();
+        let mut want_ids: Vec<&String> = want.keys().collect();
+        want_ids.sort_by_key(|k| k.parse::<u32>().unwrap());
+        assert_eq!(
+            got_ids.iter().collect::<Vec<_>>(),
+            want_ids,
+            "{text:?}: sparse ids"
+        );
+        let want_w: Vec<f32> = want_ids
+            .iter()
+            .map(|k| want[*k].as_f64().unwrap() as f32)
+            .collect();
+        assert_close(&format!("{dir} {text:?} sparse"), sparse.values(), &want_w);
+
+        let rows = case["colbert"].as_array().unwrap();
+        let want_c: Vec<f32> = rows.iter().flat_map(floats).collect();
+        let got_c = e.colbert.as_ref().unwrap();
+        assert_eq!(
+            got_c.len() / 32,
+            ids.len() - 1,
+            "{text:?}: one ColBERT row per token after the first"
+        );
+        assert_close(&format!("{dir} {text:?} colbert"), got_c, &want_c);
+    }
+    assert_eq!(truncated, 1, "exactly the long text is truncated");
+}
+
+#[test]
+fn m3_outputs_layout_matches_reference() {
+    check_m3("m3", Layout::M3Outputs, 4);
+}
+
+#[test]
+fn m3_heads_layout_matches_reference() {
+    check_m3("m3-heads", Layout::M3Heads, 3);
+}
+
+#[test]
+fn batching_does_not_change_results() {
+    let texts: Vec<String> = reference()["m3"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["text"].as_str().unwrap().to_string())
+        .collect();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let one = Encoder::open(fixtures().join("m3-heads"), options(1)).unwrap();
+    let many = Encoder::open(
+        fixtures().join("m3-heads"),
+        EncoderOptions {
+            max_batch_tokens: 100,
+            ..options(16)
+        },
+    )
+    .unwrap();
+    let mut calls = Vec::new();
+    let a = one.encode(&refs, TextKind::Passage).unwrap();
+    let b = many
+        .encode_with_progress(&refs, TextKind::Passage, &mut |n| calls.push(n))
+        .unwrap();
+    // The token budget of 100 splits the 14 texts into several runs, reported as they finish.
+    assert!(
+        calls.len() > 2 && calls.windows(2).all(|w| w[0] < w[1]),
+        "{calls:?}"
+    );
+    assert_eq!(calls.last(), Some(&texts.len()));
+    for (x, y) in a.iter().zip(&b) {
+        assert_close("dense", &x.dense, &y.dense);
+        assert_close(
+            "colbert",
+            x.colbert.as_ref().unwrap(),
+            y.colbert.as_ref().unwrap(),
+        );
+        assert_eq!(
+            x.sparse.as_ref().unwrap().indices(),
+            y.sparse.as_ref().unwrap().indices()
+        );
+    }
+}
+
+#[test]
+fn dense_only_layout_pools_and_prefixes() {
+    let r = reference();
+    let cases = r["e5"].as_array().unwrap();
+    let e5 = |pooling| EncoderOptions {
+        pooling,
+        query_prefix: "query: ".into(),
+        passage_prefix: "passage: ".into(),
+        ..options(5)
+    };
+    // Mean pooling comes from 1_Pooling/config.json; CLS is an override.
+    for (pooling, key) in [(None, "dense"), (Some(Pooling::Cls), "dense_cls")] {
+        let enc = Encoder::open(fixtures().join("e5"), e5(pooling)).unwrap();
+        assert_eq!(enc.info().layout, Layout::DenseOnly);
+        assert_eq!(enc.info().pooling, Some(pooling.unwrap_or(Pooling::Mean)));
+        assert_eq!((enc.info().colbert_dim, enc.info().sparse), (None, false));
+        for (case, e) in cases.iter().zip(encode_cases(&enc, cases)) {
+            assert_eq!(e.tokens, case["input_ids"].as_array().unwrap().len());
+            assert!(e.sparse.is_none() && e.colbert.is_none());
+            let text = case["text"].as_str().unwrap();
+            assert_close(&format!("e5 {key} {text:?}"), &e.dense, &floats(&case[key]));
+        }
+    }
+}
+
+#[test]
+fn max_length_is_capped_by_the_model() {
+    // config.json: xlm-roberta with 130 positions, so 128 tokens at most.
+    let enc = Encoder::open(fixtures().join("m3"), EncoderOptions::default()).unwrap();
+    assert_eq!(enc.info().max_length, 128);
+    let long = "rain ".repeat(400);
+    let e = &enc.encode(&[&long], TextKind::Passage).unwrap()[0];
+    assert_eq!((e.tokens, e.truncated), (128, true));
+}
+
+#[test]
+fn bad_model_directories_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = |p: &Path| match Encoder::open(p, EncoderOptions::default()) {
+        Err(Error::Model(m)) => m,
+        Err(e) => panic!("expected a model error, got {e}"),
+        Ok(_) => panic!("{} opened", p.display()),
+    };
+    let m = err(&dir.path().join("missing"));
+    assert!(m.contains("does not exist"), "{m}");
+    let tiny = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tiny");
+    let m = err(&tiny);
+    assert!(
+        m.contains("no tokenizer.json") && m.contains("corpus.jsonl"),
+        "{m}"
+    );
+
+    // A model file that is not ONNX.
+    std::fs::copy(
+        fixtures().join("m3/tokenizer.json"),
+        dir.path().join("tokenizer.json"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("model.onnx"), b"not a model").unwrap();
+    let m = err(dir.path());
+    assert!(m.contains("ONNX Runtime could not load it"), "{m}");
+
+    // A broken tokenizer.json.
+    std::fs::copy(
+        fixtures().join("m3/model.onnx"),
+        dir.path().join("model.onnx"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("tokenizer.json"), b"{\"version\": ").unwrap();
+    let m = err(dir.path());
+    assert!(m.contains("tokenizer.json"), "{m}");
+
+    // Heads that do not fit the hidden size.
+    std::fs::copy(
+        fixtures().join("m3-heads/model.onnx"),
+        dir.path().join("model.onnx"),
+    )
+    .unwrap();
+    std::fs::copy(
+        fixtures().join("m3/tokenizer.json"),
+        dir.path().join("tokenizer.json"),
+    )
+    .unwrap();
+    std::fs::copy(
+        fixtures().join("m3-heads/colbert_linear.safetensors"),
+        dir.path().join("colbert_linear.safetensors"),
+    )
+    .unwrap();
+    std::fs::copy(
+        fixtures().join("m3-heads/colbert_linear.safetensors"),
+        dir.path().join("sparse_linear.safetensors"),
+    )
+    .unwrap();
+    let m = err(dir.path());
+    assert!(
+        m.contains("sparse_linear maps to 32 values, expected 1"),
+        "{m}"
+    );
+}
