@@ -242,3 +242,230 @@ fn import_squad_dedups_contexts() {
     .unwrap();
     assert_eq!(ev["bm25"]["queries"], 5);
 }
+
+/// A dataset folder with text only: no vector files.
+fn text_only_dataset(dir: &Path) -> std::path::PathBuf {
+    let data = dir.join("text-only");
+    std::fs::create_dir_all(&data).unwrap();
+    for f in ["corpus.jsonl", "queries.jsonl"] {
+        std::fs::copy(common::fixtures().join("tiny").join(f), data.join(f)).unwrap();
+    }
+    data
+}
+
+#[test]
+fn ingest_and_query_with_a_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("db");
+    let data = text_only_dataset(tmp.path());
+    let model = common::fixtures().join("model/m3");
+    let out = ok(&[
+        "ingest",
+        "--db",
+        s(&db),
+        "--dataset",
+        s(&data),
+        "--model",
+        s(&model),
+    ]);
+    assert!(out.contains("commit 1: 12 documents written"), "{out}");
+
+    // One commit holds all three outputs of every document.
+    let h = hybridb::Database::open(&db).unwrap();
+    let schema = h.schema().clone();
+    assert_eq!(schema.dense.unwrap().dim, 32);
+    assert!(schema.sparse && schema.colbert.unwrap().dim == 32);
+    let stats = h.stats().unwrap();
+    assert_eq!(
+        (stats.seq, stats.with_dense, stats.hnsw_points),
+        (1, 12, 12)
+    );
+    assert!(stats.sparse_postings > 12, "{stats:?}");
+    drop(h);
+
+    let run = ok(&[
+        "run",
+        "--db",
+        s(&db),
+        "--queries",
+        s(&data),
+        "--model",
+        s(&model),
+        "--legs",
+        "dense,sparse,bm25",
+        "--rerank",
+        "colbert",
+        "--k",
+        "3",
+    ]);
+    let q1: Vec<&str> = run.lines().filter(|l| l.starts_with("q1 ")).collect();
+    assert_eq!(q1.len(), 3, "{run}");
+
+    let hits = ok(&[
+        "search",
+        "--db",
+        s(&db),
+        "--model",
+        s(&model),
+        "--json",
+        "--rerank",
+        "colbert",
+        "서울 날씨",
+    ]);
+    let hits: serde_json::Value = serde_json::from_str(&hits).unwrap();
+    let legs: Vec<&str> = hits[0]["legs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["leg"].as_str().unwrap())
+        .collect();
+    for leg in ["dense", "sparse", "colbert"] {
+        assert!(legs.contains(&leg), "{legs:?}");
+    }
+}
+
+#[test]
+fn encode_prints_the_three_outputs() {
+    let model = common::fixtures().join("model/m3-heads");
+    let out = ok(&[
+        "encode",
+        "--model",
+        s(&model),
+        "--max-length",
+        "48",
+        "--json",
+        "What is hybrid search?",
+        "",
+    ]);
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    let reference: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(common::fixtures().join("model/reference.json")).unwrap(),
+    )
+    .unwrap();
+    let want = &reference["m3"][0];
+    assert_eq!(
+        lines[0]["tokens"],
+        want["input_ids"].as_array().unwrap().len()
+    );
+    for (g, w) in lines[0]["dense"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(want["dense"].as_array().unwrap())
+    {
+        assert!((g.as_f64().unwrap() - w.as_f64().unwrap()).abs() < 1e-5);
+    }
+    assert_eq!(
+        lines[0]["sparse"].as_object().unwrap().len(),
+        want["sparse"].as_object().unwrap().len()
+    );
+    assert_eq!(
+        lines[0]["colbert"].as_array().unwrap().len(),
+        want["colbert"].as_array().unwrap().len()
+    );
+    // The empty text: <s> </s>, no sparse weight, one ColBERT row.
+    assert_eq!(lines[1]["tokens"], 2);
+    assert_eq!(lines[1]["colbert"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn model_errors_write_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = text_only_dataset(tmp.path());
+    let model = common::fixtures().join("model/m3");
+    let fail = |args: &[&str], env: Option<(&str, &str)>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hybridb"));
+        cmd.args(args);
+        if let Some((k, v)) = env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        assert!(!out.status.success(), "{args:?} succeeded");
+        String::from_utf8(out.stderr).unwrap()
+    };
+
+    // Missing model directory, and a directory that holds no model.
+    let db = tmp.path().join("db1");
+    let e = fail(
+        &[
+            "ingest",
+            "--db",
+            s(&db),
+            "--dataset",
+            s(&data),
+            "--model",
+            s(&tmp.path().join("nope")),
+        ],
+        None,
+    );
+    assert!(e.contains("does not exist"), "{e}");
+    let e = fail(
+        &[
+            "ingest",
+            "--db",
+            s(&db),
+            "--dataset",
+            s(&data),
+            "--model",
+            s(&data),
+        ],
+        None,
+    );
+    assert!(
+        e.contains("no tokenizer.json") && e.contains("corpus.jsonl"),
+        "{e}"
+    );
+    assert!(!db.exists());
+
+    // No onnxruntime library.
+    let e = fail(
+        &[
+            "ingest",
+            "--db",
+            s(&db),
+            "--dataset",
+            s(&data),
+            "--model",
+            s(&model),
+        ],
+        Some(("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")),
+    );
+    assert!(
+        e.contains("not found") && e.contains("setup-onnxruntime.sh"),
+        "{e}"
+    );
+    assert!(!db.exists());
+
+    // A database whose dense dimension differs from the model's: refused, nothing written.
+    let db = tmp.path().join("db2");
+    ok(&[
+        "ingest",
+        "--db",
+        s(&db),
+        "--dataset",
+        s(&common::fixtures().join("tiny")),
+    ]);
+    let before = hybridb::Database::open(&db).unwrap().stats().unwrap().seq;
+    let e = fail(
+        &[
+            "ingest",
+            "--db",
+            s(&db),
+            "--dataset",
+            s(&data),
+            "--model",
+            s(&model),
+        ],
+        None,
+    );
+    assert!(
+        e.contains("dense vectors have") && e.contains("produces 32"),
+        "{e}"
+    );
+    let after = hybridb::Database::open(&db).unwrap().stats().unwrap();
+    assert_eq!(after.seq, before);
+}

@@ -629,3 +629,40 @@ fn revision_is_path_escaped() {
         "/api/models/org/model/tree/refs%2Fpr%2F1?recursive=true"
     );
 }
+
+#[test]
+fn command_line_fetch_then_skip() {
+    let h = hub(Knobs::default());
+    let dir = tempfile::tempdir().unwrap();
+    let to = dir.path().join("m");
+    let cli = |repo: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_hybridb"))
+            .args(["model", "fetch", repo, "--to"])
+            .arg(&to)
+            .args(["--endpoint", &h.hub.base])
+            .env_remove("HF_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let out = cli("org/model");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("4 files downloaded"), "{stdout}");
+    assert_complete(&h, &to);
+    let out = cli("org/model");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("0 files downloaded (0 bytes), 4 already present"),
+        "{stdout}"
+    );
+    let out = cli("org/missing");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("not found"),
+        "{stderr}"
+    );
+}

@@ -14,6 +14,7 @@
 //! largest weight of a repeated id kept; ColBERT is `colbert_linear(h[1:])`, L2-normalized per
 //! token, one row per token after the first.
 
+mod documents;
 mod heads;
 mod layout;
 mod run;
@@ -373,6 +374,3 @@ impl Encoder {
         }
     }
 }
-
-#[cfg(test)]
-mod tests;

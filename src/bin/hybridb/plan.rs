@@ -1,121 +1,23 @@
-//! The `hybridb` command line: a thin layer over the library.
+//! Query plans from the command line, query sets of dataset folders, and evaluation.
 
 use std::collections::HashMap;
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::Args;
 use hybridb::dataset::{self, DatasetDir, QueryRecord, TokenVectors};
 use hybridb::eval::{self, Metrics};
 use hybridb::{
-    Analyzer, Database, DenseMode, Fusion, Hit, Leg, Metric, Precision, Query, Rerank,
-    RerankFusion, Schema, SparseVector, npy,
+    Database, DenseMode, Embedding, Encoder, Fusion, Hit, Leg, Query, Rerank, RerankFusion,
+    SparseVector, TextKind, npy,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 
-#[derive(Parser)]
-#[command(
-    name = "hybridb",
-    version,
-    about = "Embedded hybrid-retrieval database"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Ingest a dataset folder (corpus.jsonl + optional vectors) or a JSONL file, in one commit.
-    Ingest {
-        #[arg(long)]
-        db: PathBuf,
-        /// Dataset folder in the layout of datasets/README.md.
-        #[arg(long, conflicts_with = "jsonl")]
-        dataset: Option<PathBuf>,
-        /// Plain JSONL: {"id","title","text","metadata"} per line, "dense"/"sparse" optional.
-        #[arg(long)]
-        jsonl: Option<PathBuf>,
-        /// Dense metric for a new database.
-        #[arg(long, default_value = "cosine")]
-        metric: Metric,
-        /// BM25 analyzer for a new database: hangul-bigram or default.
-        #[arg(long, default_value = "hangul-bigram")]
-        analyzer: Analyzer,
-        /// Stored precision of ColBERT token vectors for a new database: f32, f16, int8, binary.
-        #[arg(long, default_value = "f16")]
-        colbert_precision: Precision,
-    },
-    /// Convert SQuAD-format JSON (KorQuAD, KLUE MRC) into a dataset folder.
-    ImportSquad {
-        file: PathBuf,
-        #[arg(long)]
-        out: PathBuf,
-    },
-    /// Answer every query of a dataset folder and print a TREC run.
-    Run {
-        #[arg(long)]
-        db: PathBuf,
-        #[arg(long)]
-        queries: PathBuf,
-        #[command(flatten)]
-        plan: PlanArgs,
-        /// Run tag (last column).
-        #[arg(long, default_value = "hybridb")]
-        tag: String,
-    },
-    /// Recall@1/5/10/20/100, MRR@10 and nDCG@10 of a run file, or of each leg and the fusion.
-    Eval {
-        #[arg(long)]
-        queries: PathBuf,
-        #[arg(long, conflicts_with = "db")]
-        run: Option<PathBuf>,
-        #[arg(long)]
-        db: Option<PathBuf>,
-        #[command(flatten)]
-        plan: PlanArgs,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Search with text and/or a query vector from a .npy file.
-    Search {
-        #[arg(long)]
-        db: PathBuf,
-        text: Option<String>,
-        #[arg(long, requires = "row")]
-        vector_file: Option<PathBuf>,
-        #[arg(long)]
-        row: Option<usize>,
-        #[command(flatten)]
-        plan: PlanArgs,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Counts and sizes.
-    Stats {
-        #[arg(long)]
-        db: PathBuf,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Delete documents by id, in one commit.
-    Delete {
-        #[arg(long)]
-        db: PathBuf,
-        #[arg(required = true)]
-        ids: Vec<String>,
-    },
-    /// Rebuild the HNSW graph without deleted documents and merge the text index.
-    Compact {
-        #[arg(long)]
-        db: PathBuf,
-    },
-}
+use crate::model;
 
 #[derive(Args, Clone)]
-struct PlanArgs {
+pub struct PlanArgs {
     /// Legs to run, comma separated (default: every leg the query has input for).
     #[arg(long, value_delimiter = ',')]
     legs: Option<Vec<Leg>>,
@@ -150,7 +52,7 @@ struct PlanArgs {
     filters: Vec<(String, serde_json::Value)>,
 }
 
-fn parse_weight(s: &str) -> Result<(Leg, f32), String> {
+pub fn parse_weight(s: &str) -> Result<(Leg, f32), String> {
     let (leg, w) = s.split_once('=').ok_or("expected LEG=WEIGHT")?;
     let leg: Leg = leg.parse().map_err(|e: hybridb::Error| e.to_string())?;
     let w: f32 = w
@@ -159,7 +61,7 @@ fn parse_weight(s: &str) -> Result<(Leg, f32), String> {
     Ok((leg, w))
 }
 
-fn parse_filter(s: &str) -> Result<(String, serde_json::Value), String> {
+pub fn parse_filter(s: &str) -> Result<(String, serde_json::Value), String> {
     let (path, v) = s.split_once('=').ok_or("expected PATH=VALUE")?;
     // A bare word is taken as a string; anything that parses as JSON is JSON.
     let value = serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.into()));
@@ -167,7 +69,7 @@ fn parse_filter(s: &str) -> Result<(String, serde_json::Value), String> {
 }
 
 impl PlanArgs {
-    fn query(&self, default_k: usize) -> Result<Query> {
+    pub fn query(&self, default_k: usize) -> Result<Query> {
         let mut q = Query::new().k(self.k.unwrap_or(default_k));
         if let Some(d) = self.depth {
             q = q.depth(d);
@@ -211,206 +113,21 @@ impl PlanArgs {
     }
 }
 
-fn main() {
-    if let Err(e) = run(Cli::parse()) {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
-    }
-}
-
-fn run(cli: Cli) -> Result<()> {
-    match cli.command {
-        Command::Ingest {
-            db,
-            dataset,
-            jsonl,
-            metric,
-            analyzer,
-            colbert_precision,
-        } => ingest(
-            &db,
-            dataset.as_deref(),
-            jsonl.as_deref(),
-            metric,
-            analyzer,
-            colbert_precision,
-        ),
-        Command::ImportSquad { file, out } => {
-            let s = hybridb::squad::import_squad(&file, &out)?;
-            println!(
-                "wrote {}: {} documents ({} duplicate paragraphs merged), {} queries ({} unanswerable)",
-                out.display(),
-                s.documents,
-                s.duplicate_paragraphs,
-                s.queries,
-                s.unanswerable
-            );
-            Ok(())
-        }
-        Command::Run {
-            db,
-            queries,
-            plan,
-            tag,
-        } => {
-            let db = Database::open(&db)?;
-            let set = QuerySet::load(&queries)?;
-            let runs = answer_all(&db, &set, &plan.query(100)?)?;
-            let mut out = BufWriter::new(std::io::stdout().lock());
-            for (q, hits) in set.queries.iter().zip(&runs) {
-                for (i, h) in hits.iter().enumerate() {
-                    eval::write_trec_line(&mut out, &q.id, &h.id, i + 1, h.score, &tag)?;
-                }
-            }
-            out.flush()?;
-            Ok(())
-        }
-        Command::Eval {
-            queries,
-            run,
-            db,
-            plan,
-            json,
-        } => eval_cmd(&queries, run.as_deref(), db.as_deref(), &plan, json),
-        Command::Search {
-            db,
-            text,
-            vector_file,
-            row,
-            plan,
-            json,
-        } => {
-            let db = Database::open(&db)?;
-            let mut q = plan.query(10)?;
-            if let Some(t) = text {
-                q = q.text(t);
-            }
-            if let (Some(f), Some(r)) = (vector_file, row) {
-                q = q.dense(npy::read_f32_row(&f, r)?);
-            }
-            let hits = db.search(&q)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&hits)?);
-            } else {
-                print_hits(&hits);
-            }
-            Ok(())
-        }
-        Command::Stats { db, json } => {
-            let s = Database::open(&db)?.stats()?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&s)?);
-            } else {
-                let v = serde_json::to_value(&s)?;
-                for (k, v) in v.as_object().into_iter().flatten() {
-                    println!("{k:>22}  {v}");
-                }
-            }
-            Ok(())
-        }
-        Command::Delete { db, ids } => {
-            let db = Database::open(&db)?;
-            let mut w = db.writer()?;
-            for id in &ids {
-                w.delete(id)?;
-            }
-            let info = w.commit()?;
-            println!("commit {}: {} removed", info.seq, info.removed);
-            Ok(())
-        }
-        Command::Compact { db } => {
-            let db = Database::open(&db)?;
-            let spinner = spinner("compacting");
-            db.compact()?;
-            spinner.finish_and_clear();
-            let s = db.stats()?;
-            println!(
-                "compacted: {} documents, {} HNSW points, {} bytes on disk",
-                s.documents, s.hnsw_points, s.disk_bytes
-            );
-            Ok(())
-        }
-    }
-}
-
-fn ingest(
-    db_path: &Path,
-    dataset: Option<&Path>,
-    jsonl: Option<&Path>,
-    metric: Metric,
-    analyzer: Analyzer,
-    colbert_precision: Precision,
-) -> Result<()> {
-    // Every line is read and checked before anything is written.
-    let docs = match (dataset, jsonl) {
-        (Some(d), _) => DatasetDir::open(d)?.documents(),
-        (None, Some(f)) => dataset::read_documents(f, None, None),
-        (None, None) => bail!("give --dataset DIR or --jsonl FILE"),
-    }
-    .context("nothing was ingested")?;
-    let dim = docs.iter().find_map(|d| d.dense_vector().map(<[f32]>::len));
-    let mut schema = Schema::new().text_with(analyzer);
-    if let Some(dim) = dim {
-        schema = schema.dense(dim, metric);
-    }
-    if docs.iter().any(|d| d.sparse_vector().is_some()) {
-        schema = schema.sparse();
-    }
-    if let Some((tokens, _)) = dataset.and_then(|d| DatasetDir::new(d).corpus_colbert()) {
-        let (_, dim) = npy::read_npy_dim(&tokens)?;
-        schema = schema.colbert(dim, colbert_precision);
-    }
-    let db = if db_path.join("docs.redb").exists() {
-        Database::open(db_path)?
-    } else {
-        Database::open_or_create(db_path, schema)?
-    };
-    let total = docs.len();
-    let bar = ProgressBar::new(total as u64).with_style(ProgressStyle::with_template(
-        "staging {bar:40} {pos}/{len} docs ({per_sec})",
-    )?);
-    let mut w = db.writer()?;
-    for doc in docs {
-        let id = doc.id().to_string();
-        w.upsert(doc)
-            .with_context(|| format!("document {id:?}; nothing was ingested"))?;
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
-    let spinner = spinner(&format!("committing {total} documents (indexing)"));
-    let started = std::time::Instant::now();
-    let info = w.commit()?;
-    spinner.finish_and_clear();
-    db.checkpoint()?;
-    println!(
-        "commit {}: {} documents written, {} replaced, in {:.1}s; {} live documents",
-        info.seq,
-        info.upserted,
-        info.removed,
-        started.elapsed().as_secs_f64(),
-        db.len()
-    );
-    Ok(())
-}
-
-fn spinner(msg: &str) -> ProgressBar {
-    let s = ProgressBar::new_spinner().with_message(msg.to_string());
-    s.enable_steady_tick(std::time::Duration::from_millis(120));
-    s
-}
-
 /// Queries of a dataset folder with their optional dense, sparse and ColBERT vectors.
-struct QuerySet {
-    queries: Vec<QueryRecord>,
+pub struct QuerySet {
+    pub queries: Vec<QueryRecord>,
     dense: Option<npy::Matrix>,
     sparse: Option<Vec<SparseVector>>,
     colbert: Option<TokenVectors>,
 }
 
 impl QuerySet {
-    fn load(dir: &Path) -> Result<QuerySet> {
+    pub fn load(dir: &Path, encoder: Option<&Encoder>) -> Result<QuerySet> {
         let d = DatasetDir::new(dir);
         let queries = dataset::read_queries(&d.queries())?;
+        if let Some(enc) = encoder {
+            return Self::encoded(queries, enc);
+        }
         let dense = d
             .queries_dense()
             .map(|p| npy::read_f32_matrix(&p))
@@ -465,6 +182,49 @@ impl QuerySet {
         })
     }
 
+    /// Queries with vectors from the encoder; vector files are not read.
+    fn encoded(queries: Vec<QueryRecord>, enc: &Encoder) -> Result<QuerySet> {
+        let texts: Vec<&str> = queries.iter().map(|q| q.text.as_str()).collect();
+        let embeddings = model::encode_all(enc, &texts, TextKind::Query)?;
+        let info = enc.info();
+        let dense = npy::Matrix {
+            rows: embeddings.len(),
+            dim: info.dense_dim,
+            data: embeddings
+                .iter()
+                .flat_map(|e| e.dense.iter().copied())
+                .collect(),
+        };
+        let sparse = info.sparse.then(|| {
+            embeddings
+                .iter()
+                .map(|e| e.sparse.clone().unwrap_or_default())
+                .collect()
+        });
+        let colbert = info.colbert_dim.map(|dim| {
+            let mut offsets = vec![0i64];
+            let mut data = Vec::new();
+            for e in &embeddings {
+                data.extend_from_slice(e.colbert.as_deref().unwrap_or_default());
+                offsets.push((data.len() / dim) as i64);
+            }
+            TokenVectors {
+                tokens: npy::Matrix {
+                    rows: data.len() / dim,
+                    dim,
+                    data,
+                },
+                offsets,
+            }
+        });
+        Ok(QuerySet {
+            queries,
+            dense: Some(dense),
+            sparse,
+            colbert,
+        })
+    }
+
     fn query(&self, i: usize, base: &Query, db: &Database) -> Query {
         let mut q = base.clone().text(self.queries[i].text.clone());
         if db.schema().dense.is_some()
@@ -486,7 +246,7 @@ impl QuerySet {
     }
 }
 
-fn answer_all(db: &Database, set: &QuerySet, base: &Query) -> Result<Vec<Vec<Hit>>> {
+pub fn answer_all(db: &Database, set: &QuerySet, base: &Query) -> Result<Vec<Vec<Hit>>> {
     let bar = ProgressBar::new(set.queries.len() as u64).with_style(ProgressStyle::with_template(
         "queries {bar:40} {pos}/{len} ({per_sec})",
     )?);
@@ -510,14 +270,15 @@ fn to_runs(set: &QuerySet, runs: &[Vec<Hit>]) -> HashMap<String, Vec<String>> {
         .collect()
 }
 
-fn eval_cmd(
+pub fn eval_cmd(
     queries: &Path,
     run: Option<&Path>,
     db: Option<&Path>,
     plan: &PlanArgs,
+    encoder: Option<&Encoder>,
     json: bool,
 ) -> Result<()> {
-    let set = QuerySet::load(queries)?;
+    let set = QuerySet::load(queries, encoder)?;
     let mut rows: Vec<(String, Metrics)> = Vec::new();
     match (run, db) {
         (Some(run), _) => {
@@ -598,26 +359,29 @@ fn eval_cmd(
     Ok(())
 }
 
-fn print_hits(hits: &[Hit]) {
-    for (i, h) in hits.iter().enumerate() {
-        let legs: Vec<String> = h
-            .legs
-            .iter()
-            .map(|l| format!("{}#{} {:.4}", l.leg.as_str(), l.rank, l.score))
-            .collect();
-        println!(
-            "{:>3}. {}  score {:.5}  [{}]",
-            i + 1,
-            h.id,
-            h.score,
-            legs.join(", ")
-        );
-        if let Some(d) = &h.document {
-            let snippet: String = d.text.chars().take(120).collect();
-            if !d.title.is_empty() {
-                println!("     {}", d.title);
-            }
-            println!("     {snippet}");
+/// Adds an encoded query's vectors to a query: dense and sparse where the database has those
+/// legs, ColBERT when the query is reranked.
+pub fn with_embedding(mut q: Query, e: Embedding, db: &Database) -> Result<Query> {
+    let schema = db.schema();
+    if let Some(d) = &schema.dense {
+        if d.dim != e.dense.len() {
+            bail!(
+                "the database's dense vectors have {} dimensions but the model produces {}",
+                d.dim,
+                e.dense.len()
+            );
         }
+        q = q.dense(e.dense);
     }
+    if schema.sparse
+        && let Some(s) = e.sparse
+    {
+        q = q.sparse(s);
+    }
+    if q.is_reranked()
+        && let Some(c) = e.colbert
+    {
+        q = q.colbert(c);
+    }
+    Ok(q)
 }
