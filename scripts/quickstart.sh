@@ -12,7 +12,12 @@ if [ ! -f "$dataset/corpus.jsonl" ]; then
 fi
 cargo build --release --locked
 bin=target/release/hybridb
-rm -rf "$db"
+rm -rf "$db" "$db-model"
 "$bin" ingest --db "$db" --dataset "$dataset"
 "$bin" stats --db "$db"
 "$bin" eval --db "$db" --queries "$dataset"
+# The same text, encoded in-process by the fixture BGE-M3 model (random weights: the point is
+# the pipeline, not the scores). Real models: hybridb model fetch, then --model DIR.
+scripts/setup-onnxruntime.sh
+"$bin" ingest --db "$db-model" --dataset "$dataset" --model fixtures/model/m3 --max-length 128
+"$bin" eval --db "$db-model" --queries "$dataset" --model fixtures/model/m3 --max-length 128

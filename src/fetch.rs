@@ -26,6 +26,8 @@ pub const DEFAULT_INCLUDE: &[&str] = &[
     "onnx/*",
     "sparse_linear.safetensors",
     "colbert_linear.safetensors",
+    "sparse_linear.pt",
+    "colbert_linear.pt",
     "1_Pooling/config.json",
 ];
 

@@ -211,6 +211,8 @@ fn max_length_is_capped_by_the_model() {
 
 #[test]
 fn bad_model_directories_are_clear_errors() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Encoder>();
     let dir = tempfile::tempdir().unwrap();
     let err = |p: &Path| match Encoder::open(p, EncoderOptions::default()) {
         Err(Error::Model(m)) => m,
@@ -245,6 +247,24 @@ fn bad_model_directories_are_clear_errors() {
     std::fs::write(dir.path().join("tokenizer.json"), b"{\"version\": ").unwrap();
     let m = err(dir.path());
     assert!(m.contains("tokenizer.json"), "{m}");
+
+    // BGE-M3 heads as PyTorch files only: a hint to convert them, not a silent dense-only model.
+    std::fs::copy(
+        fixtures().join("m3-heads/model.onnx"),
+        dir.path().join("model.onnx"),
+    )
+    .unwrap();
+    std::fs::copy(
+        fixtures().join("m3/tokenizer.json"),
+        dir.path().join("tokenizer.json"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("sparse_linear.pt"), b"PK").unwrap();
+    let m = err(dir.path());
+    assert!(
+        m.contains("PyTorch files") && m.contains("safetensors"),
+        "{m}"
+    );
 
     // Heads that do not fit the hidden size.
     std::fs::copy(

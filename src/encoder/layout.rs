@@ -33,6 +33,8 @@ pub(crate) struct ModelFiles {
     pub(crate) onnx: PathBuf,
     /// `sparse_linear.safetensors` and `colbert_linear.safetensors`, when both are present.
     pub(crate) heads: Option<(PathBuf, PathBuf)>,
+    /// BGE-M3 heads present only as PyTorch `.pt` files, which are not read.
+    pub(crate) torch_heads: bool,
     /// The sentence-transformers pooling named in `1_Pooling/config.json`.
     pub(crate) pooling: Option<Pooling>,
     /// Longest input the position embeddings allow, from `config.json`.
@@ -184,10 +186,14 @@ impl ModelFiles {
                 )));
             }
         };
+        let torch_heads = heads.is_none()
+            && (find(dir, "sparse_linear.pt").is_some()
+                || find(dir, "colbert_linear.pt").is_some());
         Ok(ModelFiles {
             tokenizer,
             onnx,
             heads,
+            torch_heads,
             pooling: pooling(dir)?,
             position_limit: position_limit(dir)?,
         })

@@ -236,6 +236,16 @@ impl Encoder {
                     ));
                 }
                 (Layout::M3Heads, Head::Rust { sparse, colbert }, h.clone())
+            } else if hidden.is_some() && files.torch_heads {
+                return Err(Error::Model(format!(
+                    "{} has the BGE-M3 heads as PyTorch files (sparse_linear.pt, \
+                     colbert_linear.pt), which are not read. Convert each to safetensors: \
+                     python -c \"import torch, safetensors.torch as st; \
+                     st.save_file(torch.load('sparse_linear.pt'), 'sparse_linear.safetensors')\" \
+                     (and the same for colbert_linear), or remove them to use the model \
+                     dense-only",
+                    dir.display()
+                )));
             } else if let Some(h) = hidden {
                 let pooling = options.pooling.or(files.pooling).unwrap_or(Pooling::Cls);
                 (Layout::DenseOnly, Head::Dense { pooling }, h)
