@@ -64,25 +64,40 @@ pub(crate) fn read_header(
     Ok(h)
 }
 
-/// A crash point for tests of the commit protocol. With the `failpoints` feature, the process
-/// aborts on the N-th time it reaches the point named by `HYBRIDB_FAILPOINT=name:N` (N = 1 when
-/// omitted); without the feature it compiles to nothing.
+/// A fault point for tests of the commit protocol. With the `failpoints` feature, the N-th time
+/// the process reaches the point named by `HYBRIDB_FAILPOINT=name:N` (N = 1 when omitted) it
+/// aborts, or, with `name:N:enospc`, fails with "no space left on device" as a full disk would.
+/// Without the feature it compiles to nothing.
 #[cfg(feature = "failpoints")]
-pub(crate) fn failpoint(name: &str) {
+pub(crate) fn failpoint(name: &str) -> crate::error::Result<()> {
     use std::sync::atomic::{AtomicU32, Ordering};
     static HITS: AtomicU32 = AtomicU32::new(0);
     let Ok(spec) = std::env::var("HYBRIDB_FAILPOINT") else {
-        return;
+        return Ok(());
+    };
+    let (spec, enospc) = match spec.strip_suffix(":enospc") {
+        Some(s) => (s.to_string(), true),
+        None => (spec, false),
     };
     let (point, nth) = match spec.rsplit_once(':') {
         Some((p, n)) if n.parse::<u32>().is_ok() => (p.to_string(), n.parse().unwrap_or(1)),
         _ => (spec.clone(), 1),
     };
     if point == name && HITS.fetch_add(1, Ordering::SeqCst) + 1 == nth {
+        if enospc {
+            const ENOSPC: i32 = 28;
+            return Err(crate::error::Error::io(
+                format!("failpoint {name}"),
+                std::io::Error::from_raw_os_error(ENOSPC),
+            ));
+        }
         std::process::abort();
     }
+    Ok(())
 }
 
 #[cfg(not(feature = "failpoints"))]
 #[inline(always)]
-pub(crate) fn failpoint(_name: &str) {}
+pub(crate) fn failpoint(_name: &str) -> crate::error::Result<()> {
+    Ok(())
+}

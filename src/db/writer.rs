@@ -201,7 +201,7 @@ impl<'db> Writer<'db> {
                     rows[i * dim..(i + 1) * dim].copy_from_slice(v);
                 }
             }
-            failpoint("commit:before-vectors");
+            failpoint("commit:before-vectors")?;
             d.write_rows(first_new, &rows)?;
         }
         if let Some(c) = &inner.colbert
@@ -209,27 +209,28 @@ impl<'db> Writer<'db> {
         {
             let tokens: Vec<Option<&[f32]>> =
                 added.iter().map(|(_, d)| d.colbert.as_deref()).collect();
-            failpoint("commit:before-colbert");
+            failpoint("commit:before-colbert")?;
             c.append(first_new, &tokens)?;
         }
-        failpoint("commit:before-store-commit");
+        failpoint("commit:before-store-commit")?;
         txn.commit()?;
-        failpoint("commit:after-store-commit");
 
         // Derived indexes. The commit is durable in the store now: if applying it in memory
         // fails, the database refuses further writes until it is reopened, which catches every
         // index up from the store.
-        let applied = apply_derived(
-            inner,
-            &mut self.write,
-            seq,
-            &state,
-            &added,
-            &removed,
-            live,
-            with_dense,
-            dense,
-        );
+        let applied = failpoint("commit:after-store-commit").and_then(|()| {
+            apply_derived(
+                inner,
+                &mut self.write,
+                seq,
+                &state,
+                &added,
+                &removed,
+                live,
+                with_dense,
+                dense,
+            )
+        });
         if applied.is_err() {
             inner
                 .poisoned
@@ -269,17 +270,17 @@ fn apply_derived(
         None => Ok(()),
     };
     drop(dense);
-    failpoint("commit:before-sparse");
-    let sparse_result = match inner.sparse_mut().as_mut() {
-        Some(index) => {
-            let adds: Vec<(u64, &crate::SparseVector)> = added
-                .iter()
-                .filter_map(|(doc, d)| d.sparse.as_ref().map(|v| (*doc, v)))
-                .collect();
-            index.apply(&adds, seq, state.next_doc)
-        }
-        None => Ok(()),
-    };
+    let sparse_result =
+        failpoint("commit:before-sparse").and_then(|()| match inner.sparse_mut().as_mut() {
+            Some(index) => {
+                let adds: Vec<(u64, &crate::SparseVector)> = added
+                    .iter()
+                    .filter_map(|(doc, d)| d.sparse.as_ref().map(|v| (*doc, v)))
+                    .collect();
+                index.apply(&adds, seq, state.next_doc)
+            }
+            None => Ok(()),
+        });
     let text_on = inner.schema.text.is_some();
     let adds: Vec<TextDoc<'_>> = added
         .iter()
@@ -290,9 +291,9 @@ fn apply_derived(
             metadata: &d.metadata,
         })
         .collect();
-    failpoint("commit:before-text");
-    let text_result = write.text.apply(&adds, removed, seq, state.next_doc);
-    failpoint("commit:before-publish");
+    let text_result = failpoint("commit:before-text")
+        .and_then(|()| write.text.apply(&adds, removed, seq, state.next_doc));
+    failpoint("commit:before-publish")?;
     inner.publish(write, *state, Arc::new(live), with_dense)?;
     dense_result?;
     sparse_result?;

@@ -263,7 +263,7 @@ impl DenseIndex {
         m.extend_from_slice(&crcs[1].to_le_bytes());
         let crc = crc32fast::hash(&m);
         m.extend_from_slice(&crc.to_le_bytes());
-        crate::fsio::failpoint("hnsw:before-manifest");
+        crate::fsio::failpoint("hnsw:before-manifest")?;
         write_atomic(&self.dir.join(MANIFEST), &m)?;
         // Older generations are garbage now.
         if let Ok(entries) = std::fs::read_dir(&self.dir) {

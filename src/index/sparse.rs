@@ -313,7 +313,7 @@ impl SparseIndex {
 
     fn commit_manifest(&mut self, ids: &[u64]) -> Result<()> {
         let (seq, next_doc) = self.pending;
-        crate::fsio::failpoint("sparse:before-manifest");
+        crate::fsio::failpoint("sparse:before-manifest")?;
         write_manifest(&self.dir.join(MANIFEST), seq, next_doc, ids)?;
         self.committed = self.pending;
         Ok(())
