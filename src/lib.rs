@@ -25,7 +25,7 @@ pub mod fetch;
 pub mod npy;
 pub mod squad;
 
-pub use db::{CommitInfo, Database, Stats, Writer};
+pub use db::{CommitInfo, Database, Problem, RepairReport, Stats, VerifyReport, Writer};
 pub use document::{Document, SparseVector};
 pub use encoder::{
     Embedding, Encoder, EncoderOptions, Layout, ModelInfo, ORT_VERSION, Pooling, TextKind,

@@ -469,3 +469,45 @@ fn model_errors_write_nothing() {
     let after = hybridb::Database::open(&db).unwrap().stats().unwrap();
     assert_eq!(after.seq, before);
 }
+
+#[test]
+fn verify_and_repair_commands() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("db");
+    ok(&[
+        "ingest",
+        "--db",
+        s(&db),
+        "--dataset",
+        s(&common::fixtures().join("tiny")),
+    ]);
+    let out = ok(&["verify", "--db", s(&db)]);
+    assert!(out.contains("ok       store: 12 live documents"), "{out}");
+    assert!(!out.contains("PROBLEM"));
+
+    // Damage the text index: verify fails naming it; repair rebuilds it.
+    let idx = std::fs::read_dir(db.join("text"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "idx"))
+        .unwrap();
+    let mut b = std::fs::read(&idx).unwrap();
+    b[10] ^= 0x40;
+    std::fs::write(&idx, b).unwrap();
+    let out = hybridb(&["verify", "--db", s(&db)]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("PROBLEM") && stdout.contains("hybridb repair"),
+        "{stdout}"
+    );
+    let out = ok(&["repair", "--db", s(&db)]);
+    assert!(
+        out.contains("rebuilt the derived indexes of 12 live documents"),
+        "{out}"
+    );
+    ok(&["verify", "--db", s(&db)]);
+    let hits = ok(&["search", "--db", s(&db), "--legs", "bm25", "서울"]);
+    assert!(hits.contains("seoul"), "{hits}");
+}

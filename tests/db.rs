@@ -129,8 +129,10 @@ fn lagging_indexes_catch_up_on_open() {
     std::fs::remove_dir_all(dir.path().join("text")).unwrap();
     common::copy_dir(&lagging.path().join("text"), &dir.path().join("text"));
     let vectors = std::fs::read(dir.path().join("dense/vectors.bin")).unwrap();
+    let checksums = std::fs::read(dir.path().join("dense/vectors.crc")).unwrap();
     std::fs::remove_dir_all(dir.path().join("dense")).unwrap();
     common::copy_dir(&lagging.path().join("dense"), &dir.path().join("dense"));
+    std::fs::write(dir.path().join("dense/vectors.crc"), &checksums).unwrap();
     let mut with_garbage = vectors.clone();
     with_garbage.extend_from_slice(&[0xAB; DIM * 4 * 2]);
     std::fs::write(dir.path().join("dense/vectors.bin"), &with_garbage).unwrap();

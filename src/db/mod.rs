@@ -2,6 +2,7 @@
 //! search, and maintenance. Writes go through [`Writer`].
 
 mod search;
+mod verify;
 mod writer;
 
 use std::fs::File;
@@ -11,6 +12,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use serde::Serialize;
 
+pub use verify::{Problem, RepairReport, VerifyReport};
 pub use writer::{CommitInfo, Writer};
 
 use crate::docset::DocSet;
@@ -20,10 +22,9 @@ use crate::index::dense::{DenseIndex, Vectors};
 use crate::index::sparse::SparseIndex;
 use crate::index::text::{Analyzer, TextDoc, TextIndex};
 use crate::schema::Schema;
-use crate::store::{self, DOCS, HAS_DENSE, State, TOMBSTONES};
+use crate::store::{self, DOCS, HAS_DENSE, STORE_FILE, State, TOMBSTONES};
 
 const LOCK_FILE: &str = "LOCK";
-const STORE_FILE: &str = "docs.redb";
 const DENSE_DIR: &str = "dense";
 const TEXT_DIR: &str = "text";
 const SPARSE_DIR: &str = "sparse";
@@ -99,32 +100,23 @@ impl Database {
     }
 
     fn open_impl(path: &Path, create: Option<Schema>) -> Result<Database> {
-        let store_path = path.join(STORE_FILE);
-        if create.is_none() && !store_path.exists() {
+        if create.is_none() && !path.join(STORE_FILE).exists() {
             return Err(Error::NotFound(path.to_path_buf()));
         }
         std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))?;
-        let lock_path = path.join(LOCK_FILE);
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| Error::io(&lock_path, e))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(Error::Locked(path.to_path_buf()));
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&lock_path, e)),
+        let lock = lock(path)?;
+        Self::open_locked(path, create, lock)
+    }
+
+    /// Opens with the directory's lock already held.
+    fn open_locked(path: &Path, create: Option<Schema>, lock: File) -> Result<Database> {
+        let store_path = path.join(STORE_FILE);
+        let existed = store_path.exists();
+        if existed && create.is_none() && std::fs::metadata(&store_path).is_ok_and(|m| m.len() == 0)
+        {
+            return Err(Error::corrupted(&store_path, "empty file"));
         }
-        let store = match redb::Database::create(&store_path) {
-            Ok(db) => db,
-            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
-                return Err(Error::Locked(path.to_path_buf()));
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let store = open_store(&store_path, existed)?;
         let (schema, state) = match (store::read_meta(&store)?, create) {
             (Some((schema, state)), Some(wanted)) => {
                 if schema != wanted {
@@ -501,6 +493,61 @@ fn catch_up_text(
         })
         .collect();
     text.apply(&adds, &deletes, state.seq, state.next_doc)
+}
+
+/// Takes the directory's exclusive lock: one open database per directory across processes.
+fn lock(path: &Path) -> Result<File> {
+    let lock_path = path.join(LOCK_FILE);
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| Error::io(&lock_path, e))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Locked(path.to_path_buf())),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&lock_path, e)),
+    }
+}
+
+/// Opens (or creates) the redb file. An existing file's page checksums are checked first: redb
+/// checks them only in `check_integrity`, not on reads. redb can panic on some damaged pages
+/// instead of returning an error; such a panic is reported as `Corrupted`.
+fn open_store(path: &Path, existed: bool) -> Result<redb::Database> {
+    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut store = redb::Database::create(path)?;
+        if existed {
+            store.check_integrity()?;
+        }
+        Ok(store)
+    }));
+    match opened {
+        Ok(Ok(store)) => Ok(store),
+        Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) => {
+            Err(Error::Locked(path.parent().unwrap_or(path).to_path_buf()))
+        }
+        Ok(Err(e)) => Err(store_open_error(path, e)),
+        Err(_) => Err(Error::corrupted(
+            path,
+            "the store failed reading a damaged page",
+        )),
+    }
+}
+
+/// A redb error on open: damage is `Corrupted` naming the file.
+fn store_open_error(path: &Path, e: redb::DatabaseError) -> Error {
+    match e {
+        redb::DatabaseError::Storage(redb::StorageError::Corrupted(why)) => {
+            Error::corrupted(path, why)
+        }
+        redb::DatabaseError::Storage(redb::StorageError::Io(io))
+            if io.kind() == std::io::ErrorKind::InvalidData =>
+        {
+            Error::corrupted(path, io.to_string())
+        }
+        other => other.into(),
+    }
 }
 
 fn dir_size(path: &Path) -> u64 {

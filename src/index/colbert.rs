@@ -457,6 +457,11 @@ impl ColbertView {
         }
     }
 
+    /// Reads `doc`'s tokens, checking its entry and checksum.
+    pub fn check(&self, doc: u64) -> Result<()> {
+        self.doc_bytes(doc).map(|_| ())
+    }
+
     /// The encoded tokens of `doc` and their count, checksum verified (once per document).
     /// `None` if out of range.
     fn doc_bytes(&self, doc: u64) -> Result<Option<(&[u8], usize)>> {

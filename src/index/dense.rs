@@ -13,6 +13,10 @@ use hnsw_rs::hnswio::HnswIo;
 use hnsw_rs::prelude::{Distance, Hnsw};
 use memmap2::Mmap;
 
+mod rowcrc;
+
+use rowcrc::RowChecksums;
+
 use crate::docset::DocSet;
 use crate::error::{Error, Result};
 use crate::fsio::{header, read_header, sync_dir, write_atomic};
@@ -68,6 +72,11 @@ pub(crate) struct HybridDist {
 impl Distance<f32> for HybridDist {
     fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
         let d = dot(a, b);
+        if d.is_nan() {
+            // hnsw_rs panics on a NaN distance. NaN comes from a non-finite value in a damaged
+            // vectors.bin, or from inf - inf in a Dot product of finite vectors: farthest.
+            return f32::MAX;
+        }
         if self.dot_metric {
             if d <= 0.0 { 1.0 - d } else { 1.0 / (1.0 + d) }
         } else {
@@ -104,6 +113,7 @@ pub(crate) struct DenseIndex {
     dir: PathBuf,
     spec: DenseSpec,
     file: File,
+    checksums: RowChecksums,
     graph: Graph,
     /// Documents `< graph_covers` with a vector are in the graph (dumped or inserted since).
     graph_covers: AtomicU64,
@@ -129,7 +139,10 @@ impl DenseIndex {
         } else {
             check_vectors_header(&file, &path, spec.dim)?;
         }
-        let want = VECTORS_HEADER + committed_rows * spec.dim as u64 * 4;
+        let want = committed_rows
+            .checked_mul(spec.dim as u64 * 4)
+            .and_then(|b| b.checked_add(VECTORS_HEADER))
+            .ok_or_else(|| Error::corrupted(&path, "committed row count overflows"))?;
         let len = file.metadata().map_err(|e| Error::io(&path, e))?.len();
         if len < want {
             return Err(Error::corrupted(
@@ -141,6 +154,7 @@ impl DenseIndex {
             file.set_len(want).map_err(|e| Error::io(&path, e))?;
             file.sync_all().map_err(|e| Error::io(&path, e))?;
         }
+        let checksums = RowChecksums::open(dir, &file, spec.dim, committed_rows, writable)?;
         let (graph, covers) = match load_graph(dir, spec, committed_rows) {
             Some(loaded) => loaded,
             None => (new_graph(spec, committed_rows as usize), 0),
@@ -149,6 +163,7 @@ impl DenseIndex {
             dir: dir.to_path_buf(),
             spec,
             file,
+            checksums,
             graph,
             graph_covers: AtomicU64::new(covers),
             dumped_covers: AtomicU64::new(covers),
@@ -191,7 +206,8 @@ impl DenseIndex {
         self.file
             .write_all_at(&bytes, offset)
             .map_err(|e| Error::io(&path, e))?;
-        self.file.sync_data().map_err(|e| Error::io(&path, e))
+        self.file.sync_data().map_err(|e| Error::io(&path, e))?;
+        self.checksums.write(first, &bytes)
     }
 
     /// Inserts into the graph every document in `graph_covers..rows` that is in `with_vector`.

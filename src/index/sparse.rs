@@ -276,6 +276,41 @@ impl SparseIndex {
     }
 
     /// Postings in all segments and the memory segment.
+    /// Every posting of segments and memory, by document: `doc → [(term, weight)]` in
+    /// ascending term order. For verification.
+    pub fn forward(&self) -> HashMap<u64, Vec<(u32, f32)>> {
+        fn each<P: Postings>(p: &P, term: u32, out: &mut HashMap<u64, Vec<(u32, f32)>>) {
+            let nb = p.nblocks();
+            for b in 0..nb {
+                let blk = p.block(b);
+                let end = if b + 1 < nb {
+                    p.block(b + 1).start as usize
+                } else {
+                    p.len()
+                };
+                for i in blk.start as usize..end {
+                    let doc = blk.base + u64::from(p.off(i));
+                    out.entry(doc).or_default().push((term, p.weight(i)));
+                }
+            }
+        }
+        let mut out = HashMap::new();
+        for seg in &self.segments {
+            for term in seg.term_ids() {
+                if let Some(p) = seg.term(term) {
+                    each(&p, term, &mut out);
+                }
+            }
+        }
+        for (&term, t) in &self.mem.terms {
+            each(&t, term, &mut out);
+        }
+        for v in out.values_mut() {
+            v.sort_by_key(|&(t, _)| t);
+        }
+        out
+    }
+
     pub fn postings(&self) -> u64 {
         self.segments.iter().map(|s| s.postings).sum::<u64>() + self.mem.postings
     }

@@ -198,6 +198,23 @@ pub struct TextDoc<'a> {
     pub metadata: &'a serde_json::Value,
 }
 
+/// Reads every file of the index's segments and checks its footer checksum (tantivy writes a
+/// CRC-32 footer on each), so that a damaged file is reported instead of read.
+fn check_files(index: &Index, dir: &Path) -> Result<()> {
+    let bad = index
+        .validate_checksum()
+        .map_err(|e| Error::corrupted(dir, format!("checking file checksums: {e}")))?;
+    let mut bad: Vec<_> = bad.into_iter().collect();
+    bad.sort();
+    match bad.first() {
+        Some(f) => Err(Error::corrupted(
+            dir.join(f),
+            "checksum mismatch (a derived index: `hybridb repair` rebuilds it)",
+        )),
+        None => Ok(()),
+    }
+}
+
 /// The tantivy index of one database, with its reader and (when writable) its writer.
 pub struct TextIndex {
     dir: PathBuf,
@@ -220,7 +237,10 @@ impl TextIndex {
         let directory = tantivy::directory::MmapDirectory::open(dir)
             .map_err(|e| Error::Text(format!("{}: {e}", dir.display())))?;
         let index = if Index::exists(&directory).map_err(|e| Error::Text(e.to_string()))? {
-            Index::open(directory)?
+            let index = Index::open(directory)
+                .map_err(|e| Error::corrupted(dir.join("meta.json"), e.to_string()))?;
+            check_files(&index, dir)?;
+            index
         } else {
             Index::create(directory, build_schema(analyzer), Default::default())?
         };
@@ -454,6 +474,21 @@ pub fn search(
     let mut hits = top.heap.into_vec();
     hits.sort_unstable();
     Ok(hits.into_iter().map(|h| (h.1, score_of(h))).collect())
+}
+
+/// The docnum of every live document in `searcher`'s segments, in index order.
+pub(crate) fn docnums(searcher: &Searcher) -> Result<Vec<u64>> {
+    let mut out = Vec::new();
+    for reader in searcher.segment_readers() {
+        let docnums = reader.fast_fields().u64(DOCNUM)?;
+        for doc in reader.doc_ids_alive() {
+            match docnums.first(doc) {
+                Some(d) => out.push(d),
+                None => return Err(Error::Text(format!("document {doc} has no docnum"))),
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// A heap entry ordered so that the worse hit is greater: (inverted score bits, docnum).

@@ -8,8 +8,12 @@ use crate::document::SparseVector;
 use crate::error::{Error, Result};
 use crate::schema::Schema;
 
-/// Format version of the store's records and tables.
-pub(crate) const STORE_VERSION: u32 = 1;
+/// Format version of the store's records and tables. Version 2 added the CRC-32 after every
+/// postcard record.
+pub(crate) const STORE_VERSION: u32 = 2;
+
+/// The store's file name, named in corruption errors.
+pub(crate) const STORE_FILE: &str = "docs.redb";
 
 /// `"format"` → u32 LE version, `"schema"` → postcard [`Schema`], `"state"` → postcard [`State`].
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -46,12 +50,29 @@ pub(crate) struct DocRecord {
     pub sparse: Option<SparseVector>,
 }
 
+/// postcard bytes followed by their CRC-32 (u32 LE).
 pub(crate) fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
-    postcard::to_allocvec(v).map_err(|e| Error::Store(format!("encoding a record: {e}")))
+    let mut bytes =
+        postcard::to_allocvec(v).map_err(|e| Error::Store(format!("encoding a record: {e}")))?;
+    let crc = crc32fast::hash(&bytes);
+    bytes.extend_from_slice(&crc.to_le_bytes());
+    Ok(bytes)
 }
 
+/// Checks the CRC-32 trailer and decodes; any mismatch is `Corrupted` naming the store file.
 pub(crate) fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &str) -> Result<T> {
-    postcard::from_bytes(bytes).map_err(|e| Error::Store(format!("corrupted {what} record: {e}")))
+    let bad = |reason: String| Error::corrupted(STORE_FILE, format!("{what} record: {reason}"));
+    let Some(split) = bytes.len().checked_sub(4) else {
+        return Err(bad(format!(
+            "{} bytes, shorter than its checksum",
+            bytes.len()
+        )));
+    };
+    let (body, crc) = bytes.split_at(split);
+    if crc32fast::hash(body).to_le_bytes() != crc {
+        return Err(bad("checksum mismatch".into()));
+    }
+    postcard::from_bytes(body).map_err(|e| bad(e.to_string()))
 }
 
 /// Reads version, schema and state. `Ok(None)` when the store was never initialized.
@@ -68,20 +89,21 @@ pub(crate) fn read_meta(db: &impl ReadableDatabase) -> Result<Option<(Schema, St
     let v = version.value();
     let version = u32::from_le_bytes(
         v.try_into()
-            .map_err(|_| Error::Store("corrupted format record".into()))?,
+            .map_err(|_| Error::corrupted(STORE_FILE, "format record is not 4 bytes"))?,
     );
     if version != STORE_VERSION {
         return Err(Error::Store(format!(
-            "store format version {version} is not supported (this build reads {STORE_VERSION})"
+            "store format version {version} is not supported (this build reads \
+             {STORE_VERSION}); re-ingest the documents into a new database"
         )));
     }
     let schema: Schema = match table.get("schema")? {
         Some(s) => decode(s.value(), "schema")?,
-        None => return Err(Error::Store("schema record missing".into())),
+        None => return Err(Error::corrupted(STORE_FILE, "schema record missing")),
     };
     let state: State = match table.get("state")? {
         Some(s) => decode(s.value(), "state")?,
-        None => return Err(Error::Store("state record missing".into())),
+        None => return Err(Error::corrupted(STORE_FILE, "state record missing")),
     };
     Ok(Some((schema, state)))
 }

@@ -131,6 +131,18 @@ enum Command {
         #[arg(required = true)]
         ids: Vec<String>,
     },
+    /// Check every file and index against the store; exit status 1 when something is wrong.
+    Verify {
+        #[arg(long)]
+        db: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete and rebuild the derived indexes (HNSW graph, sparse index, text index).
+    Repair {
+        #[arg(long)]
+        db: PathBuf,
+    },
     /// Rebuild the HNSW graph without deleted documents and merge the text index.
     Compact {
         #[arg(long)]
@@ -270,6 +282,41 @@ fn run(cli: Cli) -> Result<()> {
             println!(
                 "compacted: {} documents, {} HNSW points, {} bytes on disk",
                 s.documents, s.hnsw_points, s.disk_bytes
+            );
+            Ok(())
+        }
+        Command::Verify { db, json } => {
+            let report = Database::verify(&db)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                for c in &report.checked {
+                    println!("ok       {c}");
+                }
+                for p in &report.problems {
+                    let fix = if p.repairable {
+                        "derived: `hybridb repair` rebuilds it"
+                    } else {
+                        "primary data: re-ingest the affected documents"
+                    };
+                    println!("PROBLEM  {}: {} ({fix})", p.path.display(), p.message);
+                }
+            }
+            if !report.is_ok() {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Repair { db } => {
+            let spinner = spinner("rebuilding the derived indexes");
+            let r = Database::repair(&db)?;
+            spinner.finish_and_clear();
+            for p in &r.removed {
+                println!("removed  {}", p.display());
+            }
+            println!(
+                "rebuilt the derived indexes of {} live documents",
+                r.documents
             );
             Ok(())
         }
