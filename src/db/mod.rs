@@ -40,8 +40,10 @@ pub struct Database {
 
 pub(crate) struct Inner {
     path: PathBuf,
-    _lock: File,
-    store: redb::Database,
+    /// The directory lock; `None` for a read-only handle.
+    _lock: Option<File>,
+    store: Store,
+    read_only: bool,
     schema: Schema,
     dense: RwLock<Option<DenseIndex>>,
     sparse: RwLock<Option<SparseIndex>>,
@@ -105,19 +107,59 @@ impl Database {
         }
         std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))?;
         let lock = lock(path)?;
-        Self::open_locked(path, create, lock)
+        Self::open_locked(path, create, Some(lock))?
+            .ok_or_else(|| Error::Store("a read-write open cannot lag".into()))
     }
 
-    /// Opens with the directory's lock already held.
-    fn open_locked(path: &Path, create: Option<Schema>, lock: File) -> Result<Database> {
+    /// Opens the database for reading only, beside a writer that may be running in another
+    /// process. The handle sees the last commit made before it opened (open again to see
+    /// later ones); `writer`, `checkpoint` and `compact` return [`Error::ReadOnly`]. Opening
+    /// waits (up to a few seconds) while a writer is between its store commit and its text
+    /// index commit, and fails if the text index stays behind the store, as after a writer
+    /// died mid-commit: a read-write open recovers it.
+    pub fn open_read_only(path: impl AsRef<Path>) -> Result<Database> {
+        let path = path.as_ref();
+        if !path.join(STORE_FILE).exists() {
+            return Err(Error::NotFound(path.to_path_buf()));
+        }
+        for _ in 0..500 {
+            if let Some(db) = Self::open_locked(path, None, None)? {
+                return Ok(db);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        Err(Error::Store(
+            "the text index is behind the store (a writer died in the middle of a commit?); \
+             open the database read-write once to recover it"
+                .into(),
+        ))
+    }
+
+    /// Opens with the directory's lock held, or read-only (`lock` is `None`). A read-only open
+    /// returns `None` when the text index does not reflect the store's last commit yet.
+    fn open_locked(
+        path: &Path,
+        create: Option<Schema>,
+        lock: Option<File>,
+    ) -> Result<Option<Database>> {
+        let read_only = lock.is_none();
+        let writable = !read_only;
         let store_path = path.join(STORE_FILE);
         let existed = store_path.exists();
         if existed && create.is_none() && std::fs::metadata(&store_path).is_ok_and(|m| m.len() == 0)
         {
             return Err(Error::corrupted(&store_path, "empty file"));
         }
-        let store = open_store(&store_path, existed)?;
-        let (schema, state) = match (store::read_meta(&store)?, create) {
+        let store = if read_only {
+            Store::Ro(open_store_read_only(&store_path)?)
+        } else {
+            Store::Rw(open_store(&store_path, existed)?)
+        };
+        let meta = match &store {
+            Store::Rw(db) => store::read_meta(db)?,
+            Store::Ro(db) => store::read_meta(db)?,
+        };
+        let (schema, state) = match (meta, create) {
             (Some((schema, state)), Some(wanted)) => {
                 if schema != wanted {
                     return Err(Error::invalid(format!(
@@ -129,7 +171,10 @@ impl Database {
             }
             (Some(found), None) => found,
             (None, Some(schema)) => {
-                store::init(&store, &schema)?;
+                let Store::Rw(db) = &store else {
+                    return Err(Error::ReadOnly);
+                };
+                store::init(db, &schema)?;
                 (schema, State::default())
             }
             (None, None) => return Err(Error::NotFound(path.to_path_buf())),
@@ -147,7 +192,8 @@ impl Database {
 
         let (dense, vectors) = match schema.dense {
             Some(spec) => {
-                let dense = DenseIndex::open(&path.join(DENSE_DIR), spec, state.next_doc, true)?;
+                let dense =
+                    DenseIndex::open(&path.join(DENSE_DIR), spec, state.next_doc, writable)?;
                 let vectors = dense.map(state.next_doc)?;
                 // Catch the graph up with rows committed after its last dump.
                 dense.catch_up(&vectors, &with_dense, state.next_doc);
@@ -157,7 +203,11 @@ impl Database {
         };
 
         let sparse = if schema.sparse {
-            let mut index = SparseIndex::open(&path.join(SPARSE_DIR))?;
+            let mut index = SparseIndex::open(&path.join(SPARSE_DIR), writable)?;
+            if read_only && index.committed().0 > state.seq {
+                // A writer checkpointed a later commit since the store was read.
+                return Ok(None);
+            }
             catch_up_sparse(&mut index, &read, &state, &path.join(SPARSE_DIR))?;
             Some(index)
         } else {
@@ -170,7 +220,7 @@ impl Database {
                     spec.dim,
                     spec.precision,
                     state.next_doc,
-                    true,
+                    writable,
                 )?;
                 let view = store.view(state.next_doc)?;
                 (Some(store), Some(view))
@@ -179,8 +229,15 @@ impl Database {
         };
 
         let analyzer = schema.text.unwrap_or(Analyzer::Default);
-        let mut text = TextIndex::open(&path.join(TEXT_DIR), analyzer, true)?;
-        catch_up_text(&mut text, &read, &state, schema.text.is_some())?;
+        let mut text = TextIndex::open(&path.join(TEXT_DIR), analyzer, writable)?;
+        if read_only {
+            // Nothing may be written: the text index must already match the store.
+            if text.committed()?.unwrap_or((0, 0)) != (state.seq, state.next_doc) {
+                return Ok(None);
+            }
+        } else {
+            catch_up_text(&mut text, &read, &state, schema.text.is_some())?;
+        }
 
         let snapshot = Snapshot {
             state,
@@ -191,11 +248,12 @@ impl Database {
             text: text.searcher(),
             read,
         };
-        Ok(Database {
+        Ok(Some(Database {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),
                 _lock: lock,
                 store,
+                read_only,
                 schema,
                 dense: RwLock::new(dense),
                 sparse: RwLock::new(sparse),
@@ -204,7 +262,7 @@ impl Database {
                 snapshot: RwLock::new(Arc::new(snapshot)),
                 poisoned: std::sync::atomic::AtomicBool::new(false),
             }),
-        })
+        }))
     }
 
     pub fn schema(&self) -> &Schema {
@@ -233,6 +291,9 @@ impl Database {
     /// [`Error::WriterBusy`]. After a commit that reached the store but failed to update an
     /// index in memory, writing is refused until the database is reopened.
     pub fn writer(&self) -> Result<Writer<'_>> {
+        if self.inner.read_only {
+            return Err(Error::ReadOnly);
+        }
         if self
             .inner
             .poisoned
@@ -255,6 +316,9 @@ impl Database {
     /// Writes the sparse index's memory segment and the HNSW graph to disk, so the next open
     /// need not rebuild them from the store. Also done when the database is dropped.
     pub fn checkpoint(&self) -> Result<()> {
+        if self.inner.read_only {
+            return Err(Error::ReadOnly);
+        }
         let _write = self.inner.lock_write();
         if let Some(s) = self.inner.sparse_mut().as_mut() {
             s.flush()?;
@@ -269,6 +333,9 @@ impl Database {
     /// Rebuilds the HNSW graph without deleted documents, merges the text index's segments and
     /// forgets tombstones every index has applied.
     pub fn compact(&self) -> Result<()> {
+        if self.inner.read_only {
+            return Err(Error::ReadOnly);
+        }
         let mut write = self.inner.lock_write();
         let snap = self.inner.snapshot();
         {
@@ -406,6 +473,9 @@ impl Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        if self.read_only {
+            return;
+        }
         // Best effort: a failed flush or dump only means the next open catches up from the store.
         if let Ok(sparse) = self.sparse.get_mut()
             && let Some(s) = sparse.as_mut()
@@ -495,6 +565,49 @@ fn catch_up_text(
     text.apply(&adds, &deletes, state.seq, state.next_doc)
 }
 
+/// The redb handle: read-write, or read-only beside a writer in another process.
+enum Store {
+    Rw(redb::Database),
+    Ro(redb::ReadOnlyDatabase),
+}
+
+impl Store {
+    fn begin_read(&self) -> Result<redb::ReadTransaction> {
+        Ok(match self {
+            Store::Rw(db) => db.begin_read()?,
+            Store::Ro(db) => db.begin_read()?,
+        })
+    }
+
+    fn begin_write(&self) -> Result<redb::WriteTransaction> {
+        match self {
+            Store::Rw(db) => Ok(db.begin_write()?),
+            Store::Ro(_) => Err(Error::ReadOnly),
+        }
+    }
+}
+
+/// redb shares the file between one writing process and read-only ones.
+fn store_builder() -> redb::Builder {
+    let mut b = redb::Builder::new();
+    b.set_concurrency_mode(redb::ConcurrencyMode::SingleWriter);
+    b
+}
+
+/// Opens the redb file read-only. Page checksums are not checked (that needs the writer's
+/// lock); `verify` checks them.
+fn open_store_read_only(path: &Path) -> Result<redb::ReadOnlyDatabase> {
+    let opened = std::panic::catch_unwind(|| store_builder().open_read_only(path));
+    match opened {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(e)) => Err(store_open_error(path, e)),
+        Err(_) => Err(Error::corrupted(
+            path,
+            "the store failed reading a damaged page",
+        )),
+    }
+}
+
 /// Takes the directory's exclusive lock: one open database per directory across processes.
 fn lock(path: &Path) -> Result<File> {
     let lock_path = path.join(LOCK_FILE);
@@ -516,7 +629,7 @@ fn lock(path: &Path) -> Result<File> {
 /// instead of returning an error; such a panic is reported as `Corrupted`.
 fn open_store(path: &Path, existed: bool) -> Result<redb::Database> {
     let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let mut store = redb::Database::create(path)?;
+        let mut store = store_builder().create(path)?;
         if existed {
             store.check_integrity()?;
         }

@@ -113,7 +113,8 @@ impl Database {
             };
             r.map_err(|e| Error::io(p, e))?;
         }
-        let db = Database::open_locked(path, None, lock)?;
+        let db = Database::open_locked(path, None, Some(lock))?
+            .ok_or_else(|| Error::Store("a read-write open cannot lag".into()))?;
         db.checkpoint()?;
         Ok(RepairReport {
             removed,

@@ -219,7 +219,12 @@ impl DenseIndex {
             .filter_map(|d| vectors.row(d).map(|r| (r, d as usize)))
             .collect();
         if todo.len() >= 256 {
-            self.graph.parallel_insert_slice(&todo);
+            // In a pool of its own: in the global pool, searches that use rayon (ColBERT
+            // rerank) would queue behind the whole insert.
+            match build_pool() {
+                Some(pool) => pool.install(|| self.graph.parallel_insert_slice(&todo)),
+                None => self.graph.parallel_insert_slice(&todo),
+            }
         } else {
             for item in todo {
                 self.graph.insert_slice(item);
@@ -334,6 +339,19 @@ impl DenseIndex {
     pub fn graph_len(&self) -> usize {
         self.graph.get_nb_point()
     }
+}
+
+/// Threads for HNSW inserts, apart from rayon's global pool that searches use; `None` if no
+/// thread could be started.
+fn build_pool() -> Option<&'static rayon::ThreadPool> {
+    static POOL: std::sync::OnceLock<Option<rayon::ThreadPool>> = std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        rayon::ThreadPoolBuilder::new()
+            .thread_name(|i| format!("hybridb-hnsw-{i}"))
+            .build()
+            .ok()
+    })
+    .as_ref()
 }
 
 fn new_graph(spec: DenseSpec, expected: usize) -> Graph {

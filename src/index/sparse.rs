@@ -62,18 +62,28 @@ pub(crate) struct SparseIndex {
 
 impl SparseIndex {
     /// Opens the index in `dir`, creating the directory and an empty manifest if absent.
-    /// Segment files the manifest does not name (left by a crash) are deleted.
-    pub fn open(dir: &Path) -> Result<SparseIndex> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    /// Segment files the manifest does not name (left by a crash) are deleted. Read-only
+    /// (`writable = false`), nothing is created or deleted and the memory segment is never
+    /// flushed.
+    pub fn open(dir: &Path, writable: bool) -> Result<SparseIndex> {
+        if writable {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
         let path = dir.join(MANIFEST);
-        let listed = list_segments(dir)?;
+        let listed = if dir.exists() {
+            list_segments(dir)?
+        } else {
+            Vec::new()
+        };
         let (seq, next_doc, ids) = match std::fs::read(&path) {
             Ok(bytes) => parse_manifest(&path, &bytes)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 if !listed.is_empty() {
                     return Err(Error::corrupted(&path, "missing, but segment files exist"));
                 }
-                write_manifest(&path, 0, 0, &[])?;
+                if writable {
+                    write_manifest(&path, 0, 0, &[])?;
+                }
                 (0, 0, Vec::new())
             }
             Err(e) => return Err(Error::io(&path, e)),
@@ -91,12 +101,14 @@ impl SparseIndex {
             segments.push(seg);
         }
         for (id, file) in listed {
-            if !ids.contains(&id) {
+            if writable && !ids.contains(&id) {
                 // A crash between writing a segment and the manifest; the file is unused.
                 let _ = std::fs::remove_file(file);
             }
         }
-        let _ = std::fs::remove_file(path.with_extension("tmp"));
+        if writable {
+            let _ = std::fs::remove_file(path.with_extension("tmp"));
+        }
         Ok(SparseIndex {
             dir: dir.to_path_buf(),
             committed: (seq, next_doc),
@@ -104,7 +116,7 @@ impl SparseIndex {
             segments,
             mem: MemSegment::default(),
             next_id: ids.last().map_or(1, |l| l + 1),
-            flush_at: FLUSH_POSTINGS,
+            flush_at: if writable { FLUSH_POSTINGS } else { u64::MAX },
         })
     }
 

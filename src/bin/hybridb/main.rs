@@ -100,6 +100,9 @@ enum Command {
         encoder: EncoderArgs,
         #[arg(long)]
         json: bool,
+        /// Open read-only, beside a writer in another process (e.g. a running ingest).
+        #[arg(long)]
+        read_only: bool,
     },
     /// Encode texts with a model and print the dense, sparse and ColBERT outputs.
     Encode {
@@ -123,6 +126,9 @@ enum Command {
         db: PathBuf,
         #[arg(long)]
         json: bool,
+        /// Open read-only, beside a writer in another process.
+        #[arg(long)]
+        read_only: bool,
     },
     /// Delete documents by id, in one commit.
     Delete {
@@ -230,8 +236,9 @@ fn run(cli: Cli) -> Result<()> {
             plan,
             encoder,
             json,
+            read_only,
         } => {
-            let db = Database::open(&db)?;
+            let db = open(&db, read_only)?;
             let mut q = plan.query(10)?;
             if let (Some(enc), Some(t)) = (encoder.open()?, &text) {
                 let e = enc.encode(&[t], TextKind::Query)?.remove(0);
@@ -251,8 +258,12 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Stats { db, json } => {
-            let s = Database::open(&db)?.stats()?;
+        Command::Stats {
+            db,
+            json,
+            read_only,
+        } => {
+            let s = open(&db, read_only)?.stats()?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&s)?);
             } else {
@@ -422,6 +433,14 @@ fn ingest(
         db.len()
     );
     Ok(())
+}
+
+fn open(path: &Path, read_only: bool) -> Result<Database> {
+    Ok(if read_only {
+        Database::open_read_only(path)?
+    } else {
+        Database::open(path)?
+    })
 }
 
 fn spinner(msg: &str) -> ProgressBar {

@@ -137,7 +137,7 @@ fn exact_on_random_data_across_segments_and_merge() {
         .map(|(i, v)| (i as u64 * 3 + (i as u64 % 2), v))
         .collect();
     let end = docs.last().unwrap().0 + 1;
-    let mut idx = SparseIndex::open(tmp.path()).unwrap();
+    let mut idx = SparseIndex::open(tmp.path(), true).unwrap();
     idx.set_flush_threshold(110_000);
     for (i, chunk) in docs.chunks(250).enumerate() {
         let next = chunk.last().unwrap().0 + 1;
@@ -193,7 +193,7 @@ fn exact_on_random_data_across_segments_and_merge() {
     // Reopen: the memory segment is gone; catching up restores the same answers.
     let committed = idx.committed();
     drop(idx);
-    let mut idx = SparseIndex::open(tmp.path()).unwrap();
+    let mut idx = SparseIndex::open(tmp.path(), true).unwrap();
     assert_eq!(idx.committed(), committed);
     let redo: Vec<(u64, SparseVector)> = more
         .iter()
@@ -216,7 +216,7 @@ fn negative_weights_fall_back_to_exact_evaluation() {
             (i, SparseVector::new(v.indices().to_vec(), vals).unwrap())
         })
         .collect();
-    let mut idx = SparseIndex::open(tmp.path()).unwrap();
+    let mut idx = SparseIndex::open(tmp.path(), true).unwrap();
     add_all(&mut idx, &docs[..300], 1, 300);
     idx.flush().unwrap();
     add_all(&mut idx, &docs[300..], 2, 600);
@@ -240,7 +240,7 @@ fn index_is_shareable_across_threads() {
 #[test]
 fn edge_cases() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut idx = SparseIndex::open(tmp.path()).unwrap();
+    let mut idx = SparseIndex::open(tmp.path(), true).unwrap();
     let v = SparseVector::new(vec![1, 5], vec![0.5, 0.25]).unwrap();
     let empty = SparseVector::default();
     assert!(idx.search(&v, 10, &all(10)).is_empty());
@@ -267,7 +267,7 @@ fn edge_cases() {
     idx.merge(&DocSet::new()).unwrap();
     assert_eq!((idx.segments(), idx.postings()), (0, 0));
     assert_eq!(idx.committed(), (1, 5));
-    let idx = SparseIndex::open(tmp.path()).unwrap();
+    let idx = SparseIndex::open(tmp.path(), true).unwrap();
     assert_eq!((idx.segments(), idx.committed()), (0, (1, 5)));
 }
 
@@ -283,7 +283,7 @@ fn persistence_and_commit_points() {
         .collect();
     let queries: Vec<SparseVector> = (0..30).map(|_| vocab.vector(&mut rng, 20, true)).collect();
     {
-        let mut idx = SparseIndex::open(tmp.path()).unwrap();
+        let mut idx = SparseIndex::open(tmp.path(), true).unwrap();
         assert_eq!(idx.committed(), (0, 0));
         add_all(&mut idx, &docs[..200], 4, 200);
         assert_eq!(idx.committed(), (0, 0));
@@ -296,7 +296,7 @@ fn persistence_and_commit_points() {
         assert_eq!((idx.committed(), idx.pending()), ((5, 400), (6, 500)));
         // A commit without sparse documents still advances the manifest on flush.
     }
-    let mut idx = SparseIndex::open(tmp.path()).unwrap();
+    let mut idx = SparseIndex::open(tmp.path(), true).unwrap();
     assert_eq!(idx.committed(), (5, 400));
     assert_eq!(idx.segments(), 2);
     assert_exact(&idx, &docs[..400], &queries, &all(500), &[10]);
@@ -305,14 +305,14 @@ fn persistence_and_commit_points() {
     idx.apply(&[], 7, 520).unwrap();
     idx.flush().unwrap();
     drop(idx);
-    let idx = SparseIndex::open(tmp.path()).unwrap();
+    let idx = SparseIndex::open(tmp.path(), true).unwrap();
     assert_eq!((idx.committed(), idx.segments()), ((7, 520), 3));
     assert_exact(&idx, &docs, &queries, &all(500), &[10]);
     // An orphan segment (a crash before the manifest) is removed on open.
     let orphan = tmp.path().join("seg-77.spx");
     std::fs::write(&orphan, b"junk").unwrap();
     drop(idx);
-    let idx = SparseIndex::open(tmp.path()).unwrap();
+    let idx = SparseIndex::open(tmp.path(), true).unwrap();
     assert!(!orphan.exists());
     assert_eq!(idx.segments(), 3);
 }
@@ -327,7 +327,7 @@ fn one_segment() -> (tempfile::TempDir, PathBuf) {
         .enumerate()
         .map(|(i, v)| (i as u64, v))
         .collect();
-    let mut idx = SparseIndex::open(tmp.path()).unwrap();
+    let mut idx = SparseIndex::open(tmp.path(), true).unwrap();
     add_all(&mut idx, &docs, 1, 300);
     idx.flush().unwrap();
     let path = idx.segments[0].path.clone();
@@ -335,7 +335,7 @@ fn one_segment() -> (tempfile::TempDir, PathBuf) {
 }
 
 fn assert_corrupted(dir: &Path, file: &Path) {
-    match SparseIndex::open(dir) {
+    match SparseIndex::open(dir, true) {
         Err(Error::Corrupted { path, .. }) => assert_eq!(path, file),
         Err(e) => panic!("expected Corrupted for {}, got {e}", file.display()),
         Ok(_) => panic!("expected Corrupted for {}, opened fine", file.display()),
@@ -361,7 +361,7 @@ fn corruption_is_reported_not_panicked() {
     std::fs::remove_file(&seg).unwrap();
     assert_corrupted(tmp.path(), &seg);
     std::fs::write(&seg, &good).unwrap();
-    assert!(SparseIndex::open(tmp.path()).is_ok());
+    assert!(SparseIndex::open(tmp.path(), true).is_ok());
 
     let man = tmp.path().join(MANIFEST);
     let good_man = std::fs::read(&man).unwrap();
@@ -418,7 +418,7 @@ fn pruning_skips_most_postings() {
         .enumerate()
         .map(|(i, v)| (i as u64, v))
         .collect();
-    let mut idx = SparseIndex::open(tmp.path()).unwrap();
+    let mut idx = SparseIndex::open(tmp.path(), true).unwrap();
     add_all(&mut idx, &docs, 1, 20_000);
     idx.flush().unwrap();
     let allow = all(20_000);
@@ -491,7 +491,7 @@ fn exact_on_korquad() {
         .collect();
     let n = docs.len() as u64;
     let tmp = tempfile::tempdir().unwrap();
-    let mut idx = SparseIndex::open(tmp.path()).unwrap();
+    let mut idx = SparseIndex::open(tmp.path(), true).unwrap();
     for (i, chunk) in docs.chunks(300).enumerate() {
         let next = chunk.last().unwrap().0 + 1;
         add_all(&mut idx, chunk, i as u64 + 1, next);
