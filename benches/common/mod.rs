@@ -40,12 +40,14 @@ pub fn latency(n: usize, mut f: impl FnMut(usize)) -> (f64, f64) {
     (at(0.5), at(0.99))
 }
 
+/// The word after `name` on the command line (`--name VALUE`).
+pub fn arg_str(name: &str) -> Option<String> {
+    std::env::args().skip_while(|a| a != name).nth(1)
+}
+
 /// The value of `--name N` on the command line, or `default`.
 pub fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
+    arg_str(name)
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }

@@ -256,18 +256,12 @@ impl Encoder {
                     let mut dense = h[..hidden].to_vec();
                     l2_normalize(&mut dense);
                     let mut w = vec![0f32; n];
-                    for (wt, ht) in w.iter_mut().zip(h.chunks_exact(hidden)) {
-                        sparse.apply(ht, std::slice::from_mut(wt));
-                        *wt = wt.max(0.0);
-                    }
+                    sparse.apply(h, &mut w);
+                    w.iter_mut().for_each(|wt| *wt = wt.max(0.0));
+                    // ColBERT rows for tokens 1..n, all in one call.
                     let mut c = vec![0f32; n.saturating_sub(1) * colbert.out];
-                    for (ct, ht) in c
-                        .chunks_exact_mut(colbert.out)
-                        .zip(h.chunks_exact(hidden).skip(1))
-                    {
-                        colbert.apply(ht, ct);
-                        l2_normalize(ct);
-                    }
+                    colbert.apply(h.get(hidden..).unwrap_or_default(), &mut c);
+                    c.chunks_exact_mut(colbert.out).for_each(l2_normalize);
                     colbert_dim = Some(colbert.out);
                     self.embedding(t, dense, Some((w, c)))
                 }
