@@ -144,7 +144,7 @@ struct Lfs {
 }
 
 /// A file to download with what it must hash to.
-struct Target {
+pub(crate) struct Target {
     path: String,
     size: u64,
     lfs: bool,
@@ -283,35 +283,42 @@ fn list(agent: &ureq::Agent, first: &str, opts: &FetchOptions) -> Result<Vec<Tar
             .map(|l| absolute(&url, &l));
         let body = resp.body_mut().with_config().limit(MAX_LISTING_BYTES);
         let body = body.read_to_vec().map_err(|e| net(&url, e.to_string()))?;
-        let entries: Vec<Entry> =
-            serde_json::from_slice(&body).map_err(|e| bad(&url, format!("invalid JSON: {e}")))?;
-        for e in entries.into_iter().filter(|e| e.kind == "file") {
-            if !safe_path(&e.path) {
-                let why = "absolute or contains '..'";
-                return Err(bad(&url, format!("unsafe file path {:?} ({why})", e.path)));
-            }
-            let (size, lfs, oid) = match e.lfs {
-                Some(l) => (l.size, true, l.oid.to_ascii_lowercase()),
-                None => (e.size, false, e.oid.to_ascii_lowercase()),
-            };
-            let hex_len = if lfs { 64 } else { 40 };
-            if oid.len() != hex_len || !oid.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(bad(&url, format!("no valid checksum for {:?}", e.path)));
-            }
-            let path = e.path;
-            files.push(Target {
-                path,
-                size,
-                lfs,
-                oid,
-            });
+        files.extend(parse_listing(&url, &body)?);
+    }
+    Ok(files)
+}
+
+/// Parses one page of the listing into its files, rejecting unsafe paths and bad checksums.
+pub(crate) fn parse_listing(url: &str, body: &[u8]) -> Result<Vec<Target>, FetchError> {
+    let entries: Vec<Entry> =
+        serde_json::from_slice(body).map_err(|e| bad(url, format!("invalid JSON: {e}")))?;
+    let mut files = Vec::new();
+    for e in entries.into_iter().filter(|e| e.kind == "file") {
+        if !safe_path(&e.path) {
+            let why = "absolute or contains '..'";
+            return Err(bad(url, format!("unsafe file path {:?} ({why})", e.path)));
         }
+        let (size, lfs, oid) = match e.lfs {
+            Some(l) => (l.size, true, l.oid.to_ascii_lowercase()),
+            None => (e.size, false, e.oid.to_ascii_lowercase()),
+        };
+        let hex_len = if lfs { 64 } else { 40 };
+        if oid.len() != hex_len || !oid.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad(url, format!("no valid checksum for {:?}", e.path)));
+        }
+        let path = e.path;
+        files.push(Target {
+            path,
+            size,
+            lfs,
+            oid,
+        });
     }
     Ok(files)
 }
 
 /// The URL of a `rel="next"` link in one `Link` header value.
-fn next_link(header: &str) -> Option<String> {
+pub(crate) fn next_link(header: &str) -> Option<String> {
     header.split(',').find_map(|part| {
         let part = part.trim();
         let (url, params) = part.strip_prefix('<')?.split_once('>')?;
@@ -324,7 +331,7 @@ fn next_link(header: &str) -> Option<String> {
 }
 
 /// Resolves a possibly root-relative link against the URL it came from.
-fn absolute(base: &str, link: &str) -> String {
+pub(crate) fn absolute(base: &str, link: &str) -> String {
     if link.starts_with("http://") || link.starts_with("https://") {
         return link.to_string();
     }
@@ -376,7 +383,7 @@ fn escape(s: &str, keep_slash: bool) -> String {
 
 /// Glob match on `/`-separated paths: `*` and `?` stay within a segment, a `**`
 /// segment matches any number (including zero) of segments.
-fn glob_match(pattern: &str, path: &str) -> bool {
+pub(crate) fn glob_match(pattern: &str, path: &str) -> bool {
     let pat: Vec<&str> = pattern.split('/').collect();
     let segs: Vec<&str> = path.split('/').collect();
     match_segments(&pat, &segs)

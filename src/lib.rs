@@ -22,6 +22,8 @@ mod store;
 pub mod dataset;
 pub mod eval;
 pub mod fetch;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod npy;
 pub mod squad;
 

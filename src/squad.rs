@@ -133,7 +133,7 @@ impl<'a> From<&'a DocRecord> for CorpusLine<'a> {
 type Converted = (Vec<DocRecord>, Vec<QueryRecord>, ImportSummary);
 
 /// Parses the SQuAD JSON and builds documents and queries.
-fn convert(input: &Path, bytes: &[u8]) -> Result<Converted> {
+pub(crate) fn convert(input: &Path, bytes: &[u8]) -> Result<Converted> {
     let err = |line: usize, field: &str, reason: String| Error::Parse {
         path: input.to_path_buf(),
         line,

@@ -15,7 +15,7 @@
 //! token, one row per token after the first.
 
 mod documents;
-mod heads;
+pub(crate) mod heads;
 mod layout;
 mod run;
 mod runtime;
