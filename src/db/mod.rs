@@ -115,24 +115,31 @@ impl Database {
     /// process. The handle sees the last commit made before it opened (open again to see
     /// later ones); `writer`, `checkpoint` and `compact` return [`Error::ReadOnly`]. Opening
     /// waits (up to a few seconds) while a writer is between its store commit and its text
-    /// index commit, and fails if the text index stays behind the store, as after a writer
-    /// died mid-commit: a read-write open recovers it.
+    /// index commit or is replacing index files, and fails if the text index stays behind
+    /// the store, as after a writer died mid-commit: a read-write open recovers it.
     pub fn open_read_only(path: impl AsRef<Path>) -> Result<Database> {
         let path = path.as_ref();
         if !path.join(STORE_FILE).exists() {
             return Err(Error::NotFound(path.to_path_buf()));
         }
+        // A writer may also replace files while they are being opened (a text index merge,
+        // a sparse checkpoint): errors are retried too, and the last one is returned.
+        let mut last = None;
         for _ in 0..500 {
-            if let Some(db) = Self::open_locked(path, None, None)? {
-                return Ok(db);
+            match Self::open_locked(path, None, None) {
+                Ok(Some(db)) => return Ok(db),
+                Ok(None) => last = None,
+                Err(e) => last = Some(e),
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        Err(Error::Store(
-            "the text index is behind the store (a writer died in the middle of a commit?); \
-             open the database read-write once to recover it"
-                .into(),
-        ))
+        Err(last.unwrap_or_else(|| {
+            Error::Store(
+                "the text index is behind the store (a writer died in the middle of a \
+                 commit?); open the database read-write once to recover it"
+                    .into(),
+            )
+        }))
     }
 
     /// Opens with the directory's lock held, or read-only (`lock` is `None`). A read-only open
@@ -231,8 +238,10 @@ impl Database {
         let analyzer = schema.text.unwrap_or(Analyzer::Default);
         let mut text = TextIndex::open(&path.join(TEXT_DIR), analyzer, writable)?;
         if read_only {
-            // Nothing may be written: the text index must already match the store.
-            if text.committed()?.unwrap_or((0, 0)) != (state.seq, state.next_doc) {
+            // Nothing may be written: the text index must already match the store. The payload
+            // is read before and after loading the searcher, so that it is the searcher's own.
+            let seen = text.reload_committed()?;
+            if seen.map(|p| p.unwrap_or((0, 0))) != Some((state.seq, state.next_doc)) {
                 return Ok(None);
             }
         } else {

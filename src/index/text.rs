@@ -262,6 +262,15 @@ impl TextIndex {
         })
     }
 
+    /// Reloads the reader to the last commit on disk; returns that commit's payload, or
+    /// `None` if a commit landed while reloading (so the searcher's commit is not known).
+    pub fn reload_committed(&self) -> Result<Option<Option<(u64, u64)>>> {
+        let before = self.committed()?;
+        self.reader.reload()?;
+        let after = self.committed()?;
+        Ok((before == after).then_some(after))
+    }
+
     /// The `(seq, next_doc)` payload of the last commit, or `None` for a never-committed index.
     pub fn committed(&self) -> Result<Option<(u64, u64)>> {
         let Some(payload) = self.index.load_metas()?.payload else {
