@@ -2,56 +2,36 @@
 //! commit point) and an HNSW graph over them (derived, dumped at checkpoints, caught up on open).
 
 use std::fs::{File, OpenOptions};
-use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
-use hnsw_rs::api::AnnT;
-use hnsw_rs::hnswio::HnswIo;
-use hnsw_rs::prelude::{Distance, Hnsw};
 use memmap2::Mmap;
+use rayon::prelude::*;
 
+mod hnsw;
+mod kernel;
 mod rowcrc;
 
+use hnsw::Graph;
+pub(crate) use kernel::dot;
 use rowcrc::RowChecksums;
 
 use crate::docset::DocSet;
 use crate::error::{Error, Result};
 use crate::fsio::{header, read_header, sync_dir, write_atomic};
-use crate::schema::{DenseSpec, Metric};
+use crate::schema::DenseSpec;
 
 const VECTORS_MAGIC: &[u8; 8] = b"HYBVEC\0\0";
 const VECTORS_VERSION: u32 = 1;
 /// Size of the vectors-file header; rows start here.
 pub(crate) const VECTORS_HEADER: u64 = 64;
 const GRAPH_MAGIC: &[u8; 8] = b"HYBHNSW\0";
-const GRAPH_VERSION: u32 = 1;
-const GRAPH_BASENAME: &str = "graph";
+const GRAPH_VERSION: u32 = 2;
 const MANIFEST: &str = "hnsw.manifest";
-/// magic 8, version 4, dim 4, covers 8, points 8, generation 8, graph crc 4, data crc 4, crc 4.
+/// magic 8, version 4, dim 4, covers 8, points 8, generation 8, graph crc 4, reserved 4, crc 4.
 const MANIFEST_LEN: usize = 52;
-
-/// Dot product written so the compiler vectorizes it (eight independent accumulators).
-#[inline]
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
-    let mut acc = [0.0f32; 8];
-    let chunks = n / 8;
-    for c in 0..chunks {
-        let (x, y) = (&a[c * 8..c * 8 + 8], &b[c * 8..c * 8 + 8]);
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    let mut sum = acc.iter().sum::<f32>();
-    for i in chunks * 8..n {
-        sum += a[i] * b[i];
-    }
-    sum
-}
 
 /// Scales `v` to unit length in place (a zero vector stays zero).
 pub(crate) fn normalize(v: &mut [f32]) {
@@ -60,32 +40,6 @@ pub(crate) fn normalize(v: &mut [f32]) {
         v.iter_mut().for_each(|x| *x /= norm);
     }
 }
-
-/// The HNSW distance: a non-negative, decreasing function of the similarity, because hnsw_rs
-/// requires distances ≥ 0. Cosine (vectors stored normalized): 1 − dot, clamped at 0. Dot: 1 − dot
-/// for dot ≤ 0 and 1 / (1 + dot) above, which keeps the order of inner products.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct HybridDist {
-    dot_metric: bool,
-}
-
-impl Distance<f32> for HybridDist {
-    fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
-        let d = dot(a, b);
-        if d.is_nan() {
-            // hnsw_rs panics on a NaN distance. NaN comes from a non-finite value in a damaged
-            // vectors.bin, or from inf - inf in a Dot product of finite vectors: farthest.
-            return f32::MAX;
-        }
-        if self.dot_metric {
-            if d <= 0.0 { 1.0 - d } else { 1.0 / (1.0 + d) }
-        } else {
-            (1.0 - d).max(0.0)
-        }
-    }
-}
-
-type Graph = Hnsw<'static, f32, HybridDist>;
 
 /// The persisted vector rows, memory mapped. Row `n` holds document number `n`.
 pub(crate) struct Vectors {
@@ -108,13 +62,19 @@ impl Vectors {
     }
 }
 
+/// The graph and the rows its searches read (the newest mapping: it holds every node's row).
+struct Live {
+    graph: Graph,
+    vectors: Arc<Vectors>,
+}
+
 /// The dense index: vector file, HNSW graph, and the number of rows the graph covers.
 pub(crate) struct DenseIndex {
     dir: PathBuf,
     spec: DenseSpec,
     file: File,
     checksums: RowChecksums,
-    graph: Graph,
+    live: RwLock<Live>,
     /// Documents `< graph_covers` with a vector are in the graph (dumped or inserted since).
     graph_covers: AtomicU64,
     /// `graph_covers` of the last dump on disk.
@@ -157,17 +117,25 @@ impl DenseIndex {
         let checksums = RowChecksums::open(dir, &file, spec.dim, committed_rows, writable)?;
         let (graph, covers) = match load_graph(dir, spec, committed_rows) {
             Some(loaded) => loaded,
-            None => (new_graph(spec, committed_rows as usize), 0),
+            None => (new_graph(spec), 0),
         };
-        Ok(DenseIndex {
+        let index = DenseIndex {
             dir: dir.to_path_buf(),
             spec,
             file,
             checksums,
-            graph,
+            live: RwLock::new(Live {
+                graph,
+                vectors: Arc::new(Vectors {
+                    map: None,
+                    dim: spec.dim,
+                    rows: 0,
+                }),
+            }),
             graph_covers: AtomicU64::new(covers),
             dumped_covers: AtomicU64::new(covers),
-        })
+        };
+        Ok(index)
     }
 
     pub fn dim(&self) -> usize {
@@ -210,32 +178,44 @@ impl DenseIndex {
         self.checksums.write(first, &bytes)
     }
 
-    /// Inserts into the graph every document in `graph_covers..rows` that is in `with_vector`.
-    /// Callers serialize calls (they hold the write side); searches may run meanwhile.
-    pub fn catch_up(&self, vectors: &Vectors, with_vector: &DocSet, rows: u64) {
+    fn live(&self) -> std::sync::RwLockReadGuard<'_, Live> {
+        self.live.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Inserts into the graph every document in `graph_covers..rows` that is in `with_vector`;
+    /// `vectors` maps at least `rows` rows. Callers serialize calls (they hold the write side);
+    /// searches may run meanwhile.
+    pub fn catch_up(&self, vectors: &Arc<Vectors>, with_vector: &DocSet, rows: u64) {
         let from = self.graph_covers.load(Ordering::Acquire);
-        let todo: Vec<(&[f32], usize)> = (from..rows)
-            .filter(|&d| with_vector.contains(d))
-            .filter_map(|d| vectors.row(d).map(|r| (r, d as usize)))
-            .collect();
-        if todo.len() >= 256 {
+        // Graph nodes are u32; a row past that range is left to exact search.
+        let last = rows.min(u32::MAX as u64);
+        let todo = (from..last)
+            .filter(|&d| with_vector.contains(d) && vectors.row(d).is_some())
+            .map(|d| d as u32);
+        let added = {
+            let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
+            live.vectors = Arc::clone(vectors);
+            live.graph.reserve(last as usize);
+            live.graph.add_nodes(todo)
+        };
+        let live = self.live();
+        let insert = |&doc: &u32| live.graph.insert(&live.vectors, doc);
+        if added.len() >= 256 {
             // In a pool of its own: in the global pool, searches that use rayon (ColBERT
             // rerank) would queue behind the whole insert.
             match build_pool() {
-                Some(pool) => pool.install(|| self.graph.parallel_insert_slice(&todo)),
-                None => self.graph.parallel_insert_slice(&todo),
+                Some(pool) => pool.install(|| added.par_iter().for_each(insert)),
+                None => added.par_iter().for_each(insert),
             }
         } else {
-            for item in todo {
-                self.graph.insert_slice(item);
-            }
+            added.iter().for_each(insert);
         }
         self.graph_covers.fetch_max(rows, Ordering::AcqRel);
     }
 
     /// Replaces the graph by one built from the `keep` documents only.
-    pub fn rebuild(&mut self, vectors: &Vectors, keep: &DocSet, rows: u64) {
-        self.graph = new_graph(self.spec, keep.len());
+    pub fn rebuild(&mut self, vectors: &Arc<Vectors>, keep: &DocSet, rows: u64) {
+        self.live.get_mut().unwrap_or_else(|p| p.into_inner()).graph = new_graph(self.spec);
         self.graph_covers.store(0, Ordering::Release);
         self.catch_up(vectors, keep, rows);
         self.dumped_covers.store(u64::MAX, Ordering::Release);
@@ -246,53 +226,49 @@ impl DenseIndex {
         self.graph_covers.load(Ordering::Acquire) != self.dumped_covers.load(Ordering::Acquire)
     }
 
-    /// Dumps the graph to a fresh directory and switches the manifest to it atomically.
+    /// Writes the graph to a fresh file and switches the manifest to it atomically.
     pub fn dump(&self) -> Result<()> {
         let covers = self.graph_covers.load(Ordering::Acquire);
-        // A fresh directory per dump, so the one the manifest names is never touched.
+        let (bytes, points) = {
+            let live = self.live();
+            (live.graph.encode(covers), live.graph.len())
+        };
+        // A fresh file per dump, so the one the manifest names is never touched.
         let generation = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
-        let gen_dir = self.dir.join(format!("hnsw-{generation}"));
-        if gen_dir.exists() {
-            std::fs::remove_dir_all(&gen_dir).map_err(|e| Error::io(&gen_dir, e))?;
-        }
-        std::fs::create_dir_all(&gen_dir).map_err(|e| Error::io(&gen_dir, e))?;
-        if self.graph.get_nb_point() > 0 {
-            self.graph
-                .file_dump(&gen_dir, GRAPH_BASENAME)
-                .map_err(|e| Error::io(&gen_dir, std::io::Error::other(e.to_string())))?;
-        }
-        let mut crcs = [0u32; 2];
-        for (i, ext) in ["hnsw.graph", "hnsw.data"].iter().enumerate() {
-            let p = gen_dir.join(format!("{GRAPH_BASENAME}.{ext}"));
-            if p.exists() {
-                let f = File::open(&p).map_err(|e| Error::io(&p, e))?;
-                f.sync_all().map_err(|e| Error::io(&p, e))?;
-                crcs[i] = crc_file(&p)?;
-            }
-        }
-        sync_dir(&gen_dir)?;
+        let name = format!("hnsw-{generation}.graph");
+        let path = self.dir.join(&name);
+        std::fs::write(&path, &bytes).map_err(|e| Error::io(&path, e))?;
+        File::open(&path)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io(&path, e))?;
+        sync_dir(&self.dir)?;
         let mut m = Vec::with_capacity(MANIFEST_LEN);
         m.extend_from_slice(GRAPH_MAGIC);
         m.extend_from_slice(&GRAPH_VERSION.to_le_bytes());
         m.extend_from_slice(&(self.spec.dim as u32).to_le_bytes());
         m.extend_from_slice(&covers.to_le_bytes());
-        m.extend_from_slice(&(self.graph.get_nb_point() as u64).to_le_bytes());
+        m.extend_from_slice(&(points as u64).to_le_bytes());
         m.extend_from_slice(&generation.to_le_bytes());
-        m.extend_from_slice(&crcs[0].to_le_bytes());
-        m.extend_from_slice(&crcs[1].to_le_bytes());
+        m.extend_from_slice(&crc32fast::hash(&bytes).to_le_bytes());
+        m.extend_from_slice(&0u32.to_le_bytes());
         let crc = crc32fast::hash(&m);
         m.extend_from_slice(&crc.to_le_bytes());
         crate::fsio::failpoint("hnsw:before-manifest")?;
         write_atomic(&self.dir.join(MANIFEST), &m)?;
-        // Older generations are garbage now.
+        // Older generations (and directories of the version-1 dumps) are garbage now.
         if let Ok(entries) = std::fs::read_dir(&self.dir) {
             for e in entries.flatten() {
-                let name = e.file_name();
-                let name = name.to_string_lossy();
-                if name.starts_with("hnsw-") && e.path() != gen_dir {
-                    let _ = std::fs::remove_dir_all(e.path());
+                let entry_name = e.file_name();
+                let entry_name = entry_name.to_string_lossy();
+                if entry_name.starts_with("hnsw-") && entry_name != name {
+                    let p = e.path();
+                    let _ = if p.is_dir() {
+                        std::fs::remove_dir_all(p)
+                    } else {
+                        std::fs::remove_file(p)
+                    };
                 }
             }
         }
@@ -300,12 +276,9 @@ impl DenseIndex {
         Ok(())
     }
 
-    /// Approximate top-`k` among `allow` by HNSW; `(doc, distance)` best first.
-    ///
-    /// hnsw_rs's filtered search never stops early (it explores until its candidates run out,
-    /// close to a full scan), so when most graph points are allowed the graph is searched
-    /// unfiltered for `ef` candidates and those are filtered here; the filtered search is used
-    /// only when that leaves fewer than `k` or when `allow` is a small part of the graph.
+    /// Approximate top-`k` among `allow` by HNSW; `(doc, distance)` best first. The search
+    /// walks every node but keeps only allowed ones, so it slows down as `allow` thins out
+    /// (callers search exactly below `exact_below` documents).
     pub fn search_graph(
         &self,
         query: &[f32],
@@ -313,31 +286,18 @@ impl DenseIndex {
         ef: usize,
         allow: &DocSet,
     ) -> Vec<(u64, f32)> {
-        let ef = ef.max(k);
-        let points = self.graph.get_nb_point();
-        if allow.len() * 2 >= points {
-            let hits: Vec<(u64, f32)> = self
-                .graph
-                .search(query, ef, ef)
-                .into_iter()
-                .filter(|n| allow.contains(n.d_id as u64))
-                .take(k)
-                .map(|n| (n.d_id as u64, n.distance))
-                .collect();
-            if hits.len() >= k.min(allow.len()) {
-                return hits;
-            }
-        }
-        let filter = |id: &usize| allow.contains(*id as u64);
-        self.graph
-            .search_filter(query, k, ef, Some(&filter))
+        let live = self.live();
+        live.graph
+            .search(&live.vectors, query, k, ef.max(k), &|n| {
+                allow.contains(n as u64)
+            })
             .into_iter()
-            .map(|n| (n.d_id as u64, n.distance))
+            .map(|(n, d)| (n as u64, d))
             .collect()
     }
 
     pub fn graph_len(&self) -> usize {
-        self.graph.get_nb_point()
+        self.live().graph.len()
     }
 }
 
@@ -354,25 +314,12 @@ fn build_pool() -> Option<&'static rayon::ThreadPool> {
     .as_ref()
 }
 
-fn new_graph(spec: DenseSpec, expected: usize) -> Graph {
-    let dist = HybridDist {
-        dot_metric: spec.metric == Metric::Dot,
-    };
-    let mut g = Hnsw::new(
-        spec.hnsw.m,
-        expected.max(1024),
-        16,
-        spec.hnsw.ef_construction,
-        dist,
-    );
-    // Keeping pruned candidates looks like it would help connectivity, but on clustered data it
-    // dropped Recall@10 from 0.99 to 0.35 (tests/hnsw_recall.rs): leave it off.
-    g.set_extend_candidates(false);
-    g
+fn new_graph(spec: DenseSpec) -> Graph {
+    Graph::new(spec.hnsw.m, spec.hnsw.ef_construction)
 }
 
-/// Loads the dumped graph named by the manifest, or `None` when there is none or it does not
-/// check out (the caller then rebuilds from the vector rows, which are the primary copy).
+/// Loads the graph named by the manifest, or `None` when there is none or it does not check
+/// out (the caller then rebuilds from the vector rows, which are the primary copy).
 fn load_graph(dir: &Path, spec: DenseSpec, committed_rows: u64) -> Option<(Graph, u64)> {
     let m = std::fs::read(dir.join(MANIFEST)).ok()?;
     if m.len() != MANIFEST_LEN || &m[..8] != GRAPH_MAGIC {
@@ -390,31 +337,12 @@ fn load_graph(dir: &Path, spec: DenseSpec, committed_rows: u64) -> Option<(Graph
     if covers > committed_rows {
         return None;
     }
-    let gen_dir = dir.join(format!("hnsw-{generation}"));
-    if points == 0 {
-        return Some((new_graph(spec, committed_rows as usize), covers));
+    let bytes = std::fs::read(dir.join(format!("hnsw-{generation}.graph"))).ok()?;
+    if crc32fast::hash(&bytes) != u32_at(40) {
+        return None;
     }
-    for (i, ext) in ["hnsw.graph", "hnsw.data"].iter().enumerate() {
-        let p = gen_dir.join(format!("{GRAPH_BASENAME}.{ext}"));
-        if crc_file(&p).ok()? != u32_at(40 + 4 * i) {
-            return None;
-        }
-    }
-    // hnsw_rs ties the graph's lifetime to its loader; the loader is a few paths and options,
-    // leaked once per open so the graph can be 'static.
-    let io: &'static HnswIo = Box::leak(Box::new(HnswIo::new(&gen_dir, GRAPH_BASENAME)));
-    let dist = HybridDist {
-        dot_metric: spec.metric == Metric::Dot,
-    };
-    // The files passed their checksums; a panic inside hnsw_rs still must not escape.
-    let loaded = std::panic::catch_unwind(|| io.load_hnsw_with_dist::<f32, HybridDist>(dist));
-    match loaded {
-        Ok(Ok(mut g)) if g.get_nb_point() as u64 == points => {
-            g.set_extend_candidates(false);
-            Some((g, covers))
-        }
-        _ => None,
-    }
+    let graph = Graph::decode(&bytes, spec.hnsw.m, spec.hnsw.ef_construction)?;
+    (graph.len() as u64 == points).then_some((graph, covers))
 }
 
 fn write_vectors_header(file: &File, path: &Path, dim: usize) -> Result<()> {
@@ -435,20 +363,6 @@ fn check_vectors_header(file: &File, path: &Path, dim: usize) -> Result<()> {
     Ok(())
 }
 
-fn crc_file(path: &Path) -> Result<u32> {
-    let mut f = File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut hasher = crc32fast::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| Error::io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hasher.finalize())
-}
-
 /// Exact top-`k` by brute force over `candidates`; `(doc, similarity)` best first, ties by doc.
 pub(crate) fn search_exact(
     vectors: &Vectors,
@@ -466,26 +380,22 @@ pub(crate) fn search_exact(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dot_matches_naive() {
-        let a: Vec<f32> = (0..37).map(|i| i as f32 * 0.5 - 3.0).collect();
-        let b: Vec<f32> = (0..37).map(|i| (i as f32).sin()).collect();
-        let naive: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
-        assert!((dot(&a, &b) - naive).abs() < 1e-4);
-    }
-
-    #[test]
-    fn dot_distance_is_positive_and_order_preserving() {
-        let d = HybridDist { dot_metric: true };
-        let q = [1.0, 0.0];
-        let sims = [-5.0f32, -0.5, 0.0, 0.5, 3.0, 100.0];
-        let dists: Vec<f32> = sims.iter().map(|&s| d.eval(&q, &[s, 0.0])).collect();
-        assert!(dists.iter().all(|&x| x > 0.0));
-        assert!(dists.windows(2).all(|w| w[0] > w[1]));
-        let c = HybridDist { dot_metric: false };
-        assert_eq!(c.eval(&[1.0, 0.0], &[1.0000001, 0.0]), 0.0);
+impl Vectors {
+    /// Rows in a temporary file, mapped (for tests of the graph).
+    pub(crate) fn for_test(rows: &[Vec<f32>]) -> Vectors {
+        use std::io::Write;
+        let dim = rows.first().map_or(0, Vec::len);
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(&[0u8; VECTORS_HEADER as usize]).unwrap();
+        for r in rows {
+            for x in r {
+                f.write_all(&x.to_le_bytes()).unwrap();
+            }
+        }
+        Vectors {
+            map: Some(unsafe { Mmap::map(&f) }.unwrap()),
+            dim,
+            rows: rows.len() as u64,
+        }
     }
 }

@@ -1,0 +1,754 @@
+//! A hierarchical navigable small-world graph (Malkov & Yashunin) over the rows of `vectors.bin`.
+//!
+//! Nodes are document numbers and the graph holds links only: distances read the mapped rows.
+//! Inserts run in parallel. A writer changes a node's link list under that node's (striped)
+//! lock; readers load lists without locking and may see a list mid-update, whose entries are
+//! valid node ids either way. Levels are drawn from a hash of the document number, so they do
+//! not depend on the order of inserts.
+
+use std::cell::RefCell;
+use std::cmp::{Ordering as CmpOrdering, Reverse};
+use std::collections::BinaryHeap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use super::Vectors;
+use super::kernel::dot;
+
+/// `levels` entry of a row that is not in the graph.
+const NO_LEVEL: u8 = u8::MAX;
+const MAX_LEVEL: usize = 15;
+const NO_UPPER: u32 = u32::MAX;
+/// `entry` of an empty graph.
+const EMPTY: u64 = u64::MAX;
+const STRIPES: usize = 4096;
+const FILE_MAGIC: &[u8; 8] = b"HYBGRAPH";
+const FILE_VERSION: u32 = 1;
+const FILE_HEADER: usize = 40;
+
+/// The negated inner product (a cosine index stores normalized rows); NaN, from a damaged row or
+/// from inf − inf, is the farthest.
+#[inline]
+fn distance(a: &[f32], b: &[f32]) -> f32 {
+    let d = -dot(a, b);
+    if d.is_nan() { f32::INFINITY } else { d }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Near {
+    dist: f32,
+    node: u32,
+}
+
+impl Eq for Near {}
+
+impl Ord for Near {
+    fn cmp(&self, other: &Self) -> CmpOrdering {
+        self.dist
+            .total_cmp(&other.dist)
+            .then(self.node.cmp(&other.node))
+    }
+}
+
+impl PartialOrd for Near {
+    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Per-thread buffers of a layer search, reused across searches.
+#[derive(Default)]
+struct Scratch {
+    marks: Vec<u32>,
+    epoch: u32,
+    candidates: BinaryHeap<Reverse<Near>>,
+    found: BinaryHeap<Near>,
+    ids: Vec<u32>,
+}
+
+impl Scratch {
+    fn begin(&mut self, rows: usize) {
+        if self.marks.len() < rows {
+            self.marks.resize(rows, 0);
+        }
+        self.epoch = self.epoch.wrapping_add(1);
+        if self.epoch == 0 {
+            self.marks.fill(0);
+            self.epoch = 1;
+        }
+        self.candidates.clear();
+        self.found.clear();
+    }
+
+    /// Marks `node` visited; false if it already was.
+    #[inline]
+    fn visit(&mut self, node: u32) -> bool {
+        let m = &mut self.marks[node as usize];
+        let fresh = *m != self.epoch;
+        *m = self.epoch;
+        fresh
+    }
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+pub(crate) struct Graph {
+    /// Links per node on levels above 0; level 0 holds twice as many.
+    m: usize,
+    ef_construction: usize,
+    /// Top level of each row's node, or `NO_LEVEL`.
+    levels: Vec<u8>,
+    /// `2m + 1` slots per row: the count, then the neighbours.
+    links0: Vec<AtomicU32>,
+    /// Where a node's level-1 list starts in `upper` (levels above follow, `m + 1` slots each).
+    upper_at: Vec<u32>,
+    upper: Vec<AtomicU32>,
+    /// `level << 32 | node` of the entry point, or `EMPTY`.
+    entry: AtomicU64,
+    nodes: AtomicUsize,
+    locks: Box<[Mutex<()>]>,
+}
+
+impl Graph {
+    pub fn new(m: usize, ef_construction: usize) -> Graph {
+        Graph {
+            m: m.max(2),
+            ef_construction: ef_construction.max(1),
+            levels: Vec::new(),
+            links0: Vec::new(),
+            upper_at: Vec::new(),
+            upper: Vec::new(),
+            entry: AtomicU64::new(EMPTY),
+            nodes: AtomicUsize::new(0),
+            locks: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+        }
+    }
+
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.nodes.load(Ordering::Acquire)
+    }
+
+    fn m0(&self) -> usize {
+        2 * self.m
+    }
+
+    /// Gives each of `docs` that is not a node yet its level and empty lists; returns those.
+    /// Call [`Graph::insert`] on each afterwards.
+    pub fn add_nodes(&mut self, docs: impl Iterator<Item = u32>) -> Vec<u32> {
+        let mut added = Vec::new();
+        for doc in docs {
+            let i = doc as usize;
+            if i >= self.levels.len() {
+                self.grow(i + 1);
+            }
+            if self.levels[i] != NO_LEVEL {
+                continue;
+            }
+            let level = draw_level(doc, self.m);
+            self.levels[i] = level as u8;
+            if level > 0 {
+                let Ok(at) = u32::try_from(self.upper.len()) else {
+                    self.levels[i] = 0;
+                    added.push(doc);
+                    continue;
+                };
+                self.upper_at[i] = at;
+                let slots = level * (self.m + 1);
+                self.upper
+                    .resize_with(self.upper.len() + slots, || AtomicU32::new(0));
+            }
+            added.push(doc);
+        }
+        added
+    }
+
+    /// Makes room for `rows` rows at once (inserts would otherwise grow the arrays by halves).
+    pub fn reserve(&mut self, rows: usize) {
+        if rows > self.levels.len() {
+            self.resize(rows);
+        }
+    }
+
+    fn grow(&mut self, rows: usize) {
+        self.resize(rows.max(self.levels.len() * 3 / 2));
+    }
+
+    fn resize(&mut self, rows: usize) {
+        self.levels.resize(rows, NO_LEVEL);
+        self.upper_at.resize(rows, NO_UPPER);
+        let slots = rows * (self.m0() + 1);
+        self.links0.resize_with(slots, || AtomicU32::new(0));
+    }
+
+    /// The count slot and neighbour slots of `node` on `level` (which the node must have).
+    #[inline]
+    fn list(&self, node: u32, level: usize) -> &[AtomicU32] {
+        if level == 0 {
+            let w = self.m0() + 1;
+            let s = node as usize * w;
+            &self.links0[s..s + w]
+        } else {
+            let w = self.m + 1;
+            let s = self.upper_at[node as usize] as usize + (level - 1) * w;
+            &self.upper[s..s + w]
+        }
+    }
+
+    /// Copies the neighbours of `node` on `level` into `out`.
+    #[inline]
+    fn neighbours(&self, node: u32, level: usize, out: &mut Vec<u32>) {
+        let list = self.list(node, level);
+        let n = (list[0].load(Ordering::Acquire) as usize).min(list.len() - 1);
+        out.clear();
+        out.extend(list[1..=n].iter().map(|a| a.load(Ordering::Relaxed)));
+    }
+
+    fn lock(&self, node: u32) -> std::sync::MutexGuard<'_, ()> {
+        self.locks[node as usize % STRIPES]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Links `node` (given a level by [`Graph::add_nodes`]) into the graph. `vectors` must hold
+    /// the rows of every node.
+    pub fn insert(&self, vectors: &Vectors, node: u32) {
+        let Some(q) = vectors.row(node as u64) else {
+            return;
+        };
+        let level = self.levels[node as usize] as usize;
+        let mut entry = self.entry.load(Ordering::Acquire);
+        if entry == EMPTY {
+            let mine = (level as u64) << 32 | node as u64;
+            match self
+                .entry
+                .compare_exchange(EMPTY, mine, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => {
+                    self.nodes.fetch_add(1, Ordering::AcqRel);
+                    return;
+                }
+                Err(current) => entry = current,
+            }
+        }
+        let (ep, top) = (entry as u32, (entry >> 32) as usize);
+        let Some(ep_row) = vectors.row(ep as u64) else {
+            return;
+        };
+        let mut cur = Near {
+            dist: distance(q, ep_row),
+            node: ep,
+        };
+        for lc in (level + 1..=top).rev() {
+            cur = self.greedy(vectors, q, cur, lc);
+        }
+        let mut eps = vec![cur];
+        for lc in (0..=level.min(top)).rev() {
+            let found =
+                self.search_layer(vectors, q, &eps, self.ef_construction, lc, &|n| n != node);
+            let chosen = self.select(vectors, &found, self.m);
+            {
+                let _g = self.lock(node);
+                let list = self.list(node, lc);
+                for (slot, c) in list[1..].iter().zip(&chosen) {
+                    slot.store(c.node, Ordering::Relaxed);
+                }
+                list[0].store(chosen.len() as u32, Ordering::Release);
+            }
+            for c in &chosen {
+                self.link_back(vectors, c.node, node, c.dist, lc);
+            }
+            if !found.is_empty() {
+                eps = found;
+            }
+        }
+        self.nodes.fetch_add(1, Ordering::AcqRel);
+        if level > top {
+            let mine = (level as u64) << 32 | node as u64;
+            let mut current = self.entry.load(Ordering::Acquire);
+            while (current >> 32) < level as u64 {
+                match self.entry.compare_exchange(
+                    current,
+                    mine,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => break,
+                    Err(c) => current = c,
+                }
+            }
+        }
+    }
+
+    /// Adds `new` to the list of `target` on `level`, pruning the list when it is full.
+    fn link_back(&self, vectors: &Vectors, target: u32, new: u32, dist: f32, level: usize) {
+        let _g = self.lock(target);
+        let list = self.list(target, level);
+        let cap = list.len() - 1;
+        let count = (list[0].load(Ordering::Relaxed) as usize).min(cap);
+        if list[1..=count]
+            .iter()
+            .any(|a| a.load(Ordering::Relaxed) == new)
+        {
+            return;
+        }
+        if count < cap {
+            list[count + 1].store(new, Ordering::Relaxed);
+            list[0].store(count as u32 + 1, Ordering::Release);
+            return;
+        }
+        let Some(t) = vectors.row(target as u64) else {
+            return;
+        };
+        let mut candidates: Vec<Near> = list[1..=count]
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .filter_map(|n| {
+                vectors.row(n as u64).map(|r| Near {
+                    dist: distance(t, r),
+                    node: n,
+                })
+            })
+            .collect();
+        candidates.push(Near { dist, node: new });
+        candidates.sort_unstable();
+        let keep = self.select(vectors, &candidates, cap);
+        for (slot, c) in list[1..].iter().zip(&keep) {
+            slot.store(c.node, Ordering::Relaxed);
+        }
+        list[0].store(keep.len() as u32, Ordering::Release);
+    }
+
+    /// The neighbour-selection heuristic: going from the nearest, keep a candidate only if it is
+    /// nearer to the base than to every candidate kept so far. `candidates` is sorted.
+    fn select(&self, vectors: &Vectors, candidates: &[Near], m: usize) -> Vec<Near> {
+        if candidates.len() <= m {
+            return candidates.to_vec();
+        }
+        let mut kept: Vec<(Near, &[f32])> = Vec::with_capacity(m);
+        for &c in candidates {
+            if kept.len() >= m {
+                break;
+            }
+            let Some(row) = vectors.row(c.node as u64) else {
+                continue;
+            };
+            if kept.iter().all(|(_, r)| distance(row, r) >= c.dist) {
+                kept.push((c, row));
+            }
+        }
+        kept.into_iter().map(|(c, _)| c).collect()
+    }
+
+    /// Moves from `cur` to nearer neighbours on `level` until none is nearer.
+    fn greedy(&self, vectors: &Vectors, q: &[f32], mut cur: Near, level: usize) -> Near {
+        let mut ids = Vec::with_capacity(self.m);
+        loop {
+            let mut moved = false;
+            self.neighbours(cur.node, level, &mut ids);
+            for &n in &ids {
+                if let Some(r) = vectors.row(n as u64) {
+                    let d = distance(q, r);
+                    if d < cur.dist {
+                        cur = Near { dist: d, node: n };
+                        moved = true;
+                    }
+                }
+            }
+            if !moved {
+                return cur;
+            }
+        }
+    }
+
+    /// The `ef` nearest nodes on `level` that `accept` takes, reached from `eps`; sorted.
+    fn search_layer(
+        &self,
+        vectors: &Vectors,
+        q: &[f32],
+        eps: &[Near],
+        ef: usize,
+        level: usize,
+        accept: &dyn Fn(u32) -> bool,
+    ) -> Vec<Near> {
+        SCRATCH.with(|s| {
+            let s = &mut *s.borrow_mut();
+            s.begin(self.levels.len());
+            for &e in eps {
+                if s.visit(e.node) {
+                    s.candidates.push(Reverse(e));
+                    if accept(e.node) {
+                        s.found.push(e);
+                    }
+                }
+            }
+            while s.found.len() > ef {
+                s.found.pop();
+            }
+            while let Some(Reverse(c)) = s.candidates.pop() {
+                if s.found.len() >= ef && s.found.peek().is_some_and(|w| c.dist > w.dist) {
+                    break;
+                }
+                let mut ids = std::mem::take(&mut s.ids);
+                self.neighbours(c.node, level, &mut ids);
+                for &n in &ids {
+                    if !s.visit(n) {
+                        continue;
+                    }
+                    let Some(r) = vectors.row(n as u64) else {
+                        continue;
+                    };
+                    let d = distance(q, r);
+                    let worst = s.found.peek().map_or(f32::INFINITY, |w| w.dist);
+                    if s.found.len() < ef || d < worst {
+                        let near = Near { dist: d, node: n };
+                        s.candidates.push(Reverse(near));
+                        if accept(n) {
+                            s.found.push(near);
+                            if s.found.len() > ef {
+                                s.found.pop();
+                            }
+                        }
+                    }
+                }
+                s.ids = ids;
+            }
+            let mut out: Vec<Near> = s.found.drain().collect();
+            out.sort_unstable();
+            out
+        })
+    }
+
+    /// The `k` nodes nearest to `q` among those `accept` takes, searching level 0 with `ef`
+    /// candidates: `(node, distance)`, nearest first.
+    pub fn search(
+        &self,
+        vectors: &Vectors,
+        q: &[f32],
+        k: usize,
+        ef: usize,
+        accept: &dyn Fn(u32) -> bool,
+    ) -> Vec<(u32, f32)> {
+        let entry = self.entry.load(Ordering::Acquire);
+        if entry == EMPTY || k == 0 {
+            return Vec::new();
+        }
+        let (ep, top) = (entry as u32, (entry >> 32) as usize);
+        let Some(r) = vectors.row(ep as u64) else {
+            return Vec::new();
+        };
+        let mut cur = Near {
+            dist: distance(q, r),
+            node: ep,
+        };
+        for lc in (1..=top).rev() {
+            cur = self.greedy(vectors, q, cur, lc);
+        }
+        let found = self.search_layer(vectors, q, &[cur], ef.max(k), 0, accept);
+        found
+            .into_iter()
+            .take(k)
+            .map(|n| (n.node, n.dist))
+            .collect()
+    }
+
+    /// The graph's file: nodes below `covers` only (rows past it may be mid-insert).
+    pub fn encode(&self, covers: u64) -> Vec<u8> {
+        let rows = (covers as usize).min(self.levels.len());
+        let mut entry = self.entry.load(Ordering::Acquire);
+        if entry != EMPTY && entry as u32 as usize >= rows {
+            // The entry is a node being inserted: take a highest node below `rows`.
+            entry = (0..rows)
+                .filter(|&i| self.levels[i] != NO_LEVEL)
+                .max_by_key(|&i| (self.levels[i], std::cmp::Reverse(i)))
+                .map_or(EMPTY, |i| (self.levels[i] as u64) << 32 | i as u64);
+        }
+        let mut out = Vec::with_capacity(FILE_HEADER + rows * (1 + 4 * (self.m + 1)));
+        out.extend_from_slice(FILE_MAGIC);
+        out.extend_from_slice(&FILE_VERSION.to_le_bytes());
+        out.extend_from_slice(&(self.m as u32).to_le_bytes());
+        out.extend_from_slice(&(entry as u32).to_le_bytes());
+        out.extend_from_slice(&((entry >> 32) as u32).to_le_bytes());
+        out.extend_from_slice(&(rows as u64).to_le_bytes());
+        out.extend_from_slice(&0u64.to_le_bytes());
+        out.extend_from_slice(&self.levels[..rows]);
+        let mut ids = Vec::new();
+        for node in 0..rows {
+            let level = self.levels[node];
+            if level == NO_LEVEL {
+                continue;
+            }
+            for lc in 0..=level as usize {
+                self.neighbours(node as u32, lc, &mut ids);
+                ids.retain(|&n| (n as usize) < rows && self.levels[n as usize] != NO_LEVEL);
+                out.extend_from_slice(&(ids.len() as u32).to_le_bytes());
+                for &n in &ids {
+                    out.extend_from_slice(&n.to_le_bytes());
+                }
+            }
+        }
+        out
+    }
+
+    /// Reads a graph written by [`Graph::encode`]; `None` if it is not one with these parameters
+    /// or is not consistent (the caller rebuilds the graph from the rows).
+    pub fn decode(bytes: &[u8], m: usize, ef_construction: usize) -> Option<Graph> {
+        let mut r = Reader { bytes, at: 0 };
+        if r.take(8)? != FILE_MAGIC || r.u32()? != FILE_VERSION || r.u32()? as usize != m {
+            return None;
+        }
+        let (entry_node, entry_level) = (r.u32()?, r.u32()?);
+        let rows = usize::try_from(r.u64()?).ok()?;
+        r.u64()?;
+        let levels = r.take(rows)?.to_vec();
+        let mut g = Graph::new(m, ef_construction);
+        if g.m != m || rows > u32::MAX as usize {
+            return None;
+        }
+        let nodes: Vec<u32> = (0..rows as u32)
+            .filter(|&i| levels[i as usize] != NO_LEVEL)
+            .collect();
+        if nodes
+            .iter()
+            .any(|&i| levels[i as usize] as usize > MAX_LEVEL)
+        {
+            return None;
+        }
+        g.resize(rows);
+        for &node in &nodes {
+            let level = levels[node as usize] as usize;
+            g.levels[node as usize] = level as u8;
+            if level > 0 {
+                g.upper_at[node as usize] = u32::try_from(g.upper.len()).ok()?;
+                let slots = level * (m + 1);
+                g.upper
+                    .resize_with(g.upper.len() + slots, || AtomicU32::new(0));
+            }
+        }
+        for &node in &nodes {
+            for lc in 0..=levels[node as usize] as usize {
+                let list = g.list(node, lc);
+                let n = r.u32()? as usize;
+                if n >= list.len() {
+                    return None;
+                }
+                for slot in &list[1..=n] {
+                    let id = r.u32()?;
+                    let ok = (id as usize) < rows
+                        && levels[id as usize] != NO_LEVEL
+                        && levels[id as usize] as usize >= lc;
+                    if !ok {
+                        return None;
+                    }
+                    slot.store(id, Ordering::Relaxed);
+                }
+                list[0].store(n as u32, Ordering::Relaxed);
+            }
+        }
+        if r.at != bytes.len() {
+            return None;
+        }
+        let entry = if nodes.is_empty() {
+            EMPTY
+        } else {
+            let ok =
+                (entry_node as usize) < rows && levels[entry_node as usize] as u32 == entry_level;
+            if !ok {
+                return None;
+            }
+            (entry_level as u64) << 32 | entry_node as u64
+        };
+        g.entry = AtomicU64::new(entry);
+        g.nodes = AtomicUsize::new(nodes.len());
+        Some(g)
+    }
+}
+
+/// A level drawn from the exponential distribution with scale 1 / ln m, from a hash of `doc`.
+fn draw_level(doc: u32, m: usize) -> usize {
+    let mut z = (doc as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    // Uniform in (0, 1].
+    let u = ((z >> 11) + 1) as f64 / (1u64 << 53) as f64;
+    let level = -u.ln() / (m as f64).ln();
+    (level as usize).min(MAX_LEVEL)
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.at.checked_add(n)?;
+        let s = self.bytes.get(self.at..end)?;
+        self.at = end;
+        Some(s)
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Unit vectors around `clusters` random centres, deterministic.
+    fn clustered(n: usize, dim: usize, clusters: usize, seed: u64) -> Vec<Vec<f32>> {
+        let mut state = seed;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        };
+        let centres: Vec<Vec<f32>> = (0..clusters)
+            .map(|_| (0..dim).map(|_| next()).collect())
+            .collect();
+        (0..n)
+            .map(|i| {
+                let c = &centres[i % clusters];
+                let mut v: Vec<f32> = c.iter().map(|x| x + 0.6 * next()).collect();
+                let norm = dot(&v, &v).sqrt();
+                v.iter_mut().for_each(|x| *x /= norm);
+                v
+            })
+            .collect()
+    }
+
+    fn exact(rows: &[Vec<f32>], q: &[f32], k: usize, accept: &dyn Fn(u32) -> bool) -> Vec<u32> {
+        let mut all: Vec<Near> = (0..rows.len() as u32)
+            .filter(|&i| accept(i))
+            .map(|i| Near {
+                dist: distance(q, &rows[i as usize]),
+                node: i,
+            })
+            .collect();
+        all.sort_unstable();
+        all.into_iter().take(k).map(|n| n.node).collect()
+    }
+
+    fn build(rows: &[Vec<f32>], vectors: &Vectors, parallel: bool) -> Graph {
+        let mut g = Graph::new(12, 100);
+        let added = g.add_nodes(0..rows.len() as u32);
+        if parallel {
+            use rayon::prelude::*;
+            added.par_iter().for_each(|&d| g.insert(vectors, d));
+        } else {
+            added.iter().for_each(|&d| g.insert(vectors, d));
+        }
+        g
+    }
+
+    fn recall(
+        g: &Graph,
+        rows: &[Vec<f32>],
+        v: &Vectors,
+        queries: &[Vec<f32>],
+        accept: &dyn Fn(u32) -> bool,
+    ) -> f64 {
+        let mut hit = 0;
+        for q in queries {
+            let truth = exact(rows, q, 10, accept);
+            let got = g.search(v, q, 10, 64, accept);
+            assert!(got.iter().all(|(n, _)| accept(*n)));
+            hit += got.iter().filter(|(n, _)| truth.contains(n)).count();
+        }
+        hit as f64 / (queries.len() * 10) as f64
+    }
+
+    #[test]
+    fn recall_against_brute_force() {
+        let rows = clustered(4000, 32, 40, 1);
+        let queries = clustered(100, 32, 40, 2);
+        let v = Vectors::for_test(&rows);
+        for parallel in [false, true] {
+            let g = build(&rows, &v, parallel);
+            assert_eq!(g.len(), rows.len());
+            let all = recall(&g, &rows, &v, &queries, &|_| true);
+            assert!(all >= 0.95, "parallel {parallel}: recall {all}");
+            // A filter keeping a third of the nodes.
+            let third = recall(&g, &rows, &v, &queries, &|n| n % 3 == 0);
+            assert!(
+                third >= 0.95,
+                "parallel {parallel}: filtered recall {third}"
+            );
+        }
+    }
+
+    #[test]
+    fn lists_respect_their_caps_and_levels() {
+        let rows = clustered(3000, 16, 10, 3);
+        let v = Vectors::for_test(&rows);
+        let g = build(&rows, &v, true);
+        let mut ids = Vec::new();
+        for node in 0..rows.len() as u32 {
+            let level = g.levels[node as usize] as usize;
+            for lc in 0..=level {
+                g.neighbours(node, lc, &mut ids);
+                let cap = if lc == 0 { g.m0() } else { g.m };
+                assert!(ids.len() <= cap && !ids.contains(&node));
+                assert!(ids.iter().all(|&n| g.levels[n as usize] as usize >= lc));
+            }
+        }
+        // About 1/m of the nodes reach level 1.
+        let upper = g.levels.iter().filter(|&&l| l != NO_LEVEL && l > 0).count();
+        assert!((150..350).contains(&upper), "{upper} nodes above level 0");
+    }
+
+    #[test]
+    fn file_round_trip_and_damage() {
+        let rows = clustered(1500, 16, 10, 4);
+        let queries = clustered(20, 16, 10, 5);
+        let v = Vectors::for_test(&rows);
+        let g = build(&rows, &v, false);
+        let bytes = g.encode(rows.len() as u64);
+        let back = Graph::decode(&bytes, 12, 100).expect("decodes");
+        assert_eq!(back.len(), g.len());
+        assert_eq!(back.encode(rows.len() as u64), bytes);
+        for q in &queries {
+            assert_eq!(
+                back.search(&v, q, 10, 40, &|_| true),
+                g.search(&v, q, 10, 40, &|_| true)
+            );
+        }
+        // Another m, a cut file, an id out of range: refused.
+        assert!(Graph::decode(&bytes, 16, 100).is_none());
+        assert!(Graph::decode(&bytes[..bytes.len() - 2], 12, 100).is_none());
+        let mut bad = bytes.clone();
+        let first_list = FILE_HEADER + rows.len() + 4;
+        bad[first_list..first_list + 4].copy_from_slice(&(rows.len() as u32).to_le_bytes());
+        assert!(Graph::decode(&bad, 12, 100).is_none());
+        // Encoding a prefix keeps only the nodes below it.
+        let half = Graph::decode(&g.encode(700), 12, 100).expect("prefix decodes");
+        assert_eq!(half.len(), 700);
+        let empty = Graph::new(12, 100);
+        assert_eq!(
+            Graph::decode(&empty.encode(0), 12, 100).map(|g| g.len()),
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn nan_rows_do_not_break_inserts_or_searches() {
+        let mut rows = clustered(600, 8, 5, 6);
+        rows[10] = vec![f32::NAN; 8];
+        rows[20] = vec![f32::INFINITY; 8];
+        let v = Vectors::for_test(&rows);
+        let g = build(&rows, &v, true);
+        assert_eq!(g.len(), rows.len());
+        let got = g.search(&v, &rows[0], 5, 20, &|_| true);
+        assert_eq!(got.first().map(|h| h.0), Some(0));
+    }
+}
