@@ -5,7 +5,9 @@
 
 use std::time::Instant;
 
-use hybridb::{Database, DenseMode, Document, Leg, Metric, Query, Schema, dataset, npy};
+use hybridb::{
+    Database, DenseMode, Document, HnswParams, Leg, Metric, Query, Schema, dataset, npy,
+};
 
 mod common;
 
@@ -102,6 +104,7 @@ fn korquad(root: &std::path::Path, n_queries: usize) {
     let dir = tempfile::tempdir().unwrap();
     let schema = Schema::new()
         .dense(qdense.dim, Metric::Cosine)
+        .hnsw(hnsw_params())
         .sparse()
         .text();
     let db = Database::open_or_create(dir.path(), schema).unwrap();
@@ -151,8 +154,14 @@ fn synthetic(n: usize, dim: usize, n_queries: usize) {
         (v, words.join(" "))
     };
     let dir = tempfile::tempdir().unwrap();
-    let db = Database::open_or_create(dir.path(), Schema::new().dense(dim, Metric::Cosine).text())
-        .unwrap();
+    let db = Database::open_or_create(
+        dir.path(),
+        Schema::new()
+            .dense(dim, Metric::Cosine)
+            .hnsw(hnsw_params())
+            .text(),
+    )
+    .unwrap();
     println!(
         "\n## synthetic: {n} documents x {dim}-d, 200 clusters, 12 three-syllable words each\n"
     );
@@ -190,6 +199,17 @@ fn synthetic(n: usize, dim: usize, n_queries: usize) {
         "open with checks: {open:.2} s ({:.0} MiB/s of disk); verify: {verify:.2} s",
         size as f64 / (1 << 20) as f64 / open
     );
+}
+
+/// The defaults, or `--m`, `--efc` and `--ef` from the command line.
+fn hnsw_params() -> HnswParams {
+    let d = HnswParams::default();
+    HnswParams {
+        m: common::arg("--m", d.m),
+        ef_construction: common::arg("--efc", d.ef_construction),
+        ef_search: common::arg("--ef", d.ef_search),
+        ..d
+    }
 }
 
 fn main() {

@@ -56,8 +56,8 @@ fn write_seed_corpora() {
     fuzzing::write_seed_corpora(&fixtures, Path::new(&out)).unwrap();
 }
 
-/// Finite vectors whose inner product is inf - inf (NaN) once panicked inside hnsw_rs when the
-/// graph inserted or searched them under the Dot metric.
+/// Finite vectors whose inner product is inf - inf (NaN) under the Dot metric: the graph's inserts
+/// and searches must treat the distance as farthest, not panic (a fuzz input once made them).
 #[test]
 fn dot_metric_overflow_reaches_hnsw() {
     use hybridb::{Database, DenseMode, Document, HnswParams, Metric, Query, Schema};

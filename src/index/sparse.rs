@@ -268,6 +268,28 @@ impl SparseIndex {
         k: usize,
         allow: &DocSet,
     ) -> (Vec<(u64, f32)>, SearchStats) {
+        self.search_inner(query, k, allow, search::EXHAUSTIVE)
+    }
+
+    /// [`search_with_stats`](Self::search_with_stats) that bounds every segment, however short
+    /// its lists.
+    #[cfg(test)]
+    pub fn search_pruned_with_stats(
+        &self,
+        query: &SparseVector,
+        k: usize,
+        allow: &DocSet,
+    ) -> (Vec<(u64, f32)>, SearchStats) {
+        self.search_inner(query, k, allow, 0)
+    }
+
+    fn search_inner(
+        &self,
+        query: &SparseVector,
+        k: usize,
+        allow: &DocSet,
+        exhaustive: u64,
+    ) -> (Vec<(u64, f32)>, SearchStats) {
         let (qt, qw) = (query.indices(), query.values());
         // There are never more hits than postings; this also bounds the heap's allocation.
         let k = k.min(usize::try_from(self.postings()).unwrap_or(usize::MAX));
@@ -278,11 +300,21 @@ impl SparseIndex {
         let query_ok = qw.iter().all(|&w| w >= 0.0);
         for s in &self.segments {
             let cursors = cursors(qt, qw, |t| s.term(t));
-            search_lists(cursors, query_ok && s.min_weight >= 0.0, &mut col);
+            search_lists(
+                cursors,
+                query_ok && s.min_weight >= 0.0,
+                exhaustive,
+                &mut col,
+            );
         }
         if self.mem.postings > 0 {
             let cursors = cursors(qt, qw, |t| self.mem.terms.get(&t));
-            search_lists(cursors, query_ok && self.mem.min_weight >= 0.0, &mut col);
+            search_lists(
+                cursors,
+                query_ok && self.mem.min_weight >= 0.0,
+                exhaustive,
+                &mut col,
+            );
         }
         col.into_sorted()
     }

@@ -282,6 +282,68 @@ impl Graph {
         }
     }
 
+    /// Links every node that no level-0 list names (the neighbour heuristic can prune a node out
+    /// of all of them, leaving it unreachable) from its nearest neighbour. A full list gives up
+    /// its farthest entry that other lists also name. Runs after inserts, with none running.
+    pub fn link_orphans(&self, vectors: &Vectors) {
+        let rows = self.levels.len();
+        let mut inbound = vec![0u32; rows];
+        let mut ids = Vec::new();
+        for node in 0..rows {
+            if self.levels[node] != NO_LEVEL {
+                self.neighbours(node as u32, 0, &mut ids);
+                for &n in &ids {
+                    inbound[n as usize] += 1;
+                }
+            }
+        }
+        let entry = self.entry.load(Ordering::Acquire) as u32;
+        for orphan in 0..rows as u32 {
+            if self.levels[orphan as usize] == NO_LEVEL
+                || inbound[orphan as usize] > 0
+                || orphan == entry
+            {
+                continue;
+            }
+            let Some(o) = vectors.row(orphan as u64) else {
+                continue;
+            };
+            self.neighbours(orphan, 0, &mut ids);
+            let nearest = ids
+                .iter()
+                .filter_map(|&n| vectors.row(n as u64).map(|r| (distance(o, r), n)))
+                .min_by(|a, b| a.0.total_cmp(&b.0));
+            let Some((_, host)) = nearest else {
+                continue;
+            };
+            let _g = self.lock(host);
+            let list = self.list(host, 0);
+            let cap = list.len() - 1;
+            let count = (list[0].load(Ordering::Relaxed) as usize).min(cap);
+            if count < cap {
+                list[count + 1].store(orphan, Ordering::Relaxed);
+                list[0].store(count as u32 + 1, Ordering::Release);
+            } else if let Some(h) = vectors.row(host as u64) {
+                let victim = (1..=count)
+                    .filter(|&i| inbound[list[i].load(Ordering::Relaxed) as usize] > 1)
+                    .max_by(|&a, &b| {
+                        let d = |i: usize| {
+                            let n = list[i].load(Ordering::Relaxed) as u64;
+                            vectors.row(n).map_or(f32::INFINITY, |r| distance(h, r))
+                        };
+                        d(a).total_cmp(&d(b))
+                    });
+                if let Some(i) = victim {
+                    inbound[list[i].load(Ordering::Relaxed) as usize] -= 1;
+                    list[i].store(orphan, Ordering::Release);
+                } else {
+                    continue;
+                }
+            }
+            inbound[orphan as usize] += 1;
+        }
+    }
+
     /// Adds `new` to the list of `target` on `level`, pruning the list when it is full.
     fn link_back(&self, vectors: &Vectors, target: u32, new: u32, dist: f32, level: usize) {
         let _g = self.lock(target);
@@ -393,9 +455,14 @@ impl Graph {
                 }
                 let mut ids = std::mem::take(&mut s.ids);
                 self.neighbours(c.node, level, &mut ids);
-                for &n in &ids {
-                    if !s.visit(n) {
-                        continue;
+                ids.retain(|&n| s.visit(n));
+                if let Some(&first) = ids.first() {
+                    vectors.prefetch(first as u64);
+                }
+                for (j, &n) in ids.iter().enumerate() {
+                    // Rows are far apart in memory: load the next while this one is scored.
+                    if let Some(&next) = ids.get(j + 1) {
+                        vectors.prefetch(next as u64);
                     }
                     let Some(r) = vectors.row(n as u64) else {
                         continue;
@@ -648,6 +715,7 @@ mod tests {
         } else {
             added.iter().for_each(|&d| g.insert(vectors, d));
         }
+        g.link_orphans(vectors);
         g
     }
 
@@ -702,6 +770,14 @@ mod tests {
                 assert!(ids.iter().all(|&n| g.levels[n as usize] as usize >= lc));
             }
         }
+        // Every node but the entry is named by some level-0 list.
+        let mut named = vec![false; rows.len()];
+        for node in 0..rows.len() as u32 {
+            g.neighbours(node, 0, &mut ids);
+            ids.iter().for_each(|&n| named[n as usize] = true);
+        }
+        let entry = g.entry.load(Ordering::Acquire) as u32;
+        assert!((0..rows.len() as u32).all(|n| named[n as usize] || n == entry));
         // About 1/m of the nodes reach level 1.
         let upper = g.levels.iter().filter(|&&l| l != NO_LEVEL && l > 0).count();
         assert!((150..350).contains(&upper), "{upper} nodes above level 0");

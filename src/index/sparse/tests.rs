@@ -425,9 +425,10 @@ fn pruning_skips_most_postings() {
     let mut sum = SearchStats::default();
     for _ in 0..50 {
         let q = vocab.vector(&mut rng, 30, true);
-        let (hits, st) = idx.search_with_stats(&q, 10, &allow);
+        let (hits, st) = idx.search_pruned_with_stats(&q, 10, &allow);
         let want = search_brute_force(&q, 10, docs.iter().map(|(d, v)| (*d, v)));
         assert_eq!(hits, want);
+        assert_eq!(idx.search(&q, 10, &allow), want);
         sum.total += st.total;
         sum.decoded += st.decoded;
         sum.visited += st.visited;

@@ -1,0 +1,279 @@
+//! hybridb's side of the comparison with the embedded peers (scripts/peers/): one dataset in the
+//! shared layout, through the library API, written as one JSON result in the schema that
+//! `scripts/peers/report.py` reads.
+//!
+//! `cargo bench --bench peers -- --data DIR --out FILE [--exact FILE] [--queries Q]
+//! [--batch N] [--work DIR] [--m M --efc EF --ef EF]`
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use hybridb::{
+    Database, Fusion, HnswParams, Leg, Metric, Query, Schema, SparseVector, dataset, npy,
+};
+use serde_json::{Value, json};
+
+mod common;
+
+use common::{arg, arg_str};
+
+/// `VmRSS` or `VmHWM` of this process in bytes.
+fn memory(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn du(path: &Path) -> u64 {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return meta.len();
+    }
+    std::fs::read_dir(path)
+        .map(|entries| entries.flatten().map(|e| du(&e.path())).sum())
+        .unwrap_or(0)
+}
+
+struct Queries {
+    texts: Vec<String>,
+    relevant: Vec<Vec<String>>,
+    dense: Vec<Vec<f32>>,
+    sparse: Vec<Option<SparseVector>>,
+    exact: Vec<Vec<usize>>,
+}
+
+fn load_queries(data: &Path, exact: &Path) -> Queries {
+    let records = dataset::read_queries(&data.join("queries.jsonl")).expect("queries.jsonl");
+    let m = npy::read_f32_matrix(&data.join("queries.dense.npy")).expect("queries.dense.npy");
+    let dense = (0..m.rows).map(|i| m.row(i).unwrap().to_vec()).collect();
+    let sparse_path = data.join("queries.sparse.jsonl");
+    let sparse = if sparse_path.exists() {
+        dataset::read_sparse_jsonl(&sparse_path)
+            .expect("queries.sparse.jsonl")
+            .map(|r| {
+                let r = r.expect("a sparse line");
+                SparseVector::new(r.indices, r.values).ok()
+            })
+            .collect()
+    } else {
+        vec![None; records.len()]
+    };
+    let exact = std::fs::read_to_string(exact)
+        .unwrap_or_else(|e| panic!("{}: {e} (run scripts/peers/exact.py)", exact.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("an exact10 line"))
+        .collect();
+    Queries {
+        texts: records.iter().map(|q| q.text.clone()).collect(),
+        relevant: records.into_iter().map(|q| q.relevant).collect(),
+        dense,
+        sparse,
+        exact,
+    }
+}
+
+/// p50 and p99 (ms) of `run` over queries `0..n` after 20 warm-up queries, and the hits.
+fn timed(n: usize, mut run: impl FnMut(usize) -> Vec<String>) -> (Value, Vec<Vec<String>>) {
+    for i in 0..20.min(n) {
+        run(i);
+    }
+    let mut times = Vec::with_capacity(n);
+    let mut hits = Vec::with_capacity(n);
+    for i in 0..n {
+        let start = Instant::now();
+        let ids = run(i);
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+        hits.push(ids);
+    }
+    times.sort_by(f64::total_cmp);
+    let at = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
+    (json!({"p50": at(0.5), "p99": at(0.99)}), hits)
+}
+
+/// Share of queries with a relevant id among their hits.
+fn hit_rate(hits: &[Vec<String>], relevant: &[Vec<String>]) -> f64 {
+    let found = hits
+        .iter()
+        .zip(relevant)
+        .filter(|(h, r)| h.iter().any(|id| r.contains(id)))
+        .count();
+    found as f64 / hits.len().max(1) as f64
+}
+
+fn main() {
+    let data = PathBuf::from(arg_str("--data").expect("--data DIR"));
+    let out = PathBuf::from(arg_str("--out").expect("--out FILE"));
+    let exact_path =
+        arg_str("--exact").map_or_else(|| data.join("queries.exact10.jsonl"), PathBuf::from);
+    let batch = arg("--batch", 100_000);
+    let d = HnswParams::default();
+    let params = HnswParams {
+        m: arg("--m", d.m),
+        ef_construction: arg("--efc", d.ef_construction),
+        ef_search: arg("--ef", d.ef_search),
+        ..d
+    };
+
+    let dir = DatasetDir(&data);
+    let docs = dataset::DatasetDir::new(&data)
+        .documents()
+        .expect("the corpus");
+    let queries = load_queries(&data, &exact_path);
+    let n_queries = arg("--queries", 500).min(queries.texts.len());
+    let ids: Vec<String> = docs.iter().map(|d| d.id().to_string()).collect();
+    let dim = docs[0].dense_vector().map_or(0, <[f32]>::len);
+    let has_sparse = docs[0].sparse_vector().is_some();
+    let raw_bytes: u64 = docs.len() as u64 * dim as u64 * 4 + dir.text_bytes();
+    let baseline_rss = memory("VmRSS:");
+
+    let work = arg_str("--work").map_or_else(|| tempfile::tempdir().unwrap().keep(), PathBuf::from);
+    let db_dir = work.join("hybridb");
+    if db_dir.exists() {
+        std::fs::remove_dir_all(&db_dir).unwrap();
+    }
+    let mut schema = Schema::new().dense(dim, Metric::Cosine).hnsw(params).text();
+    if has_sparse {
+        schema = schema.sparse();
+    }
+    let n_docs = docs.len();
+    let db = Database::open_or_create(&db_dir, schema).unwrap();
+    let start = Instant::now();
+    let mut docs = docs.into_iter().peekable();
+    while docs.peek().is_some() {
+        let mut w = db.writer().unwrap();
+        for doc in docs.by_ref().take(batch) {
+            w.upsert(doc).unwrap();
+        }
+        w.commit().unwrap();
+        eprintln!("hybridb: {} documents committed", db.len());
+    }
+    let ingest_s = start.elapsed().as_secs_f64();
+    let start = Instant::now();
+    db.checkpoint().unwrap();
+    let index_build_s = start.elapsed().as_secs_f64();
+    drop(db);
+    let disk_bytes = du(&db_dir);
+    let parts: Vec<String> = ["docs.redb", "dense", "text", "sparse"]
+        .iter()
+        .map(|p| format!("{p} {:.1} MiB", du(&db_dir.join(p)) as f64 / 1048576.0))
+        .collect();
+
+    let start = Instant::now();
+    let db = Database::open(&db_dir).unwrap();
+    let open_s = start.elapsed().as_secs_f64();
+    let search = |q: Query| -> Vec<String> {
+        db.search(&q.k(10))
+            .unwrap()
+            .into_iter()
+            .map(|h| h.id)
+            .collect()
+    };
+    let n = n_queries;
+    let (dense_lat, dense_hits) = timed(n, |i| {
+        search(
+            Query::new()
+                .dense(queries.dense[i].clone())
+                .legs(&[Leg::Dense]),
+        )
+    });
+    let (text_lat, text_hits) = timed(n, |i| {
+        search(
+            Query::new()
+                .text(queries.texts[i].clone())
+                .legs(&[Leg::Bm25]),
+        )
+    });
+    let mut legs = vec![Leg::Dense, Leg::Bm25];
+    if has_sparse {
+        legs.push(Leg::Sparse);
+    }
+    let (hybrid_lat, hybrid_hits) = timed(n, |i| {
+        let mut q = Query::new()
+            .dense(queries.dense[i].clone())
+            .text(queries.texts[i].clone())
+            .legs(&legs)
+            .fusion(Fusion::RRF_60);
+        if let Some(s) = &queries.sparse[i] {
+            q = q.sparse(s.clone());
+        }
+        search(q)
+    });
+    let mut found = 0;
+    for (hits, truth) in dense_hits.iter().zip(&queries.exact) {
+        found += truth
+            .iter()
+            .take(10)
+            .filter(|&&row| hits.contains(&ids[row]))
+            .count();
+    }
+    let relevant = &queries.relevant[..n];
+    let result = json!({
+        "system": "hybridb",
+        "version": env!("CARGO_PKG_VERSION"),
+        "api": "rust library",
+        "dataset": dir.name(),
+        "docs": n_docs,
+        "dim": dim,
+        "queries": n,
+        "ingest_s": ingest_s,
+        "index_build_s": index_build_s,
+        "docs_per_s": n_docs as f64 / (ingest_s + index_build_s),
+        "disk_bytes": disk_bytes,
+        "raw_bytes": raw_bytes,
+        "peak_rss_bytes": memory("VmHWM:"),
+        "baseline_rss_bytes": baseline_rss,
+        "latency_ms": {"dense": dense_lat, "text": text_lat, "hybrid": hybrid_lat},
+        "recall": {
+            "dense_vs_exact": found as f64 / (n * 10) as f64,
+            "dense_qrels": hit_rate(&dense_hits, relevant),
+            "text_qrels": hit_rate(&text_hits, relevant),
+            "hybrid_qrels": hit_rate(&hybrid_hits, relevant),
+        },
+        "index": format!(
+            "HNSW M={} ef_construction={} ef_search={}; BM25 hangul-bigram (tantivy); {}hybrid = RRF k=60 over dense + BM25{}",
+            params.m, params.ef_construction, params.ef_search,
+            if has_sparse { "sparse inverted index; " } else { "" },
+            if has_sparse { " + sparse" } else { "" },
+        ),
+        "notes": [
+            format!("one commit per {batch} documents; index_build_s is the checkpoint (graph file written)"),
+            format!("disk: {}", parts.join(", ")),
+            format!("open after close: {open_s:.3} s"),
+            "documents fetched with every hit (id, title, text, metadata)".to_string(),
+        ],
+    });
+    std::fs::write(&out, serde_json::to_string_pretty(&result).unwrap()).unwrap();
+    println!("{}", serde_json::to_string_pretty(&result).unwrap());
+    if arg_str("--work").is_none() {
+        let _ = std::fs::remove_dir_all(&work);
+    }
+}
+
+/// The dataset directory's name (from dataset.json) and its text size.
+struct DatasetDir<'a>(&'a Path);
+
+impl DatasetDir<'_> {
+    fn name(&self) -> String {
+        std::fs::read_to_string(self.0.join("dataset.json"))
+            .ok()
+            .and_then(|s| serde_json::from_str::<Value>(&s).ok())
+            .and_then(|v| v["name"].as_str().map(str::to_string))
+            .unwrap_or_else(|| self.0.file_name().unwrap().to_string_lossy().into_owned())
+    }
+
+    /// UTF-8 bytes of every document's title and text.
+    fn text_bytes(&self) -> u64 {
+        dataset::read_docs_jsonl(&self.0.join("corpus.jsonl"))
+            .expect("corpus.jsonl")
+            .filter_map(|d| d.ok())
+            .map(|d| (d.doc.title.len() + d.doc.text.len()) as u64)
+            .sum()
+    }
+}
