@@ -15,7 +15,7 @@ mod kernel;
 mod rowcrc;
 
 use hnsw::Graph;
-pub(crate) use kernel::dot;
+pub(crate) use kernel::{dot, dot_portable};
 use rowcrc::RowChecksums;
 
 use crate::docset::DocSet;

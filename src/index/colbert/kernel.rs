@@ -234,22 +234,8 @@ fn block_scalar(
     }
 }
 
-/// Dot product with eight independent accumulators (the compiler vectorizes it).
-pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for k in 0..8 {
-            acc[k] += x[k] * y[k];
-        }
-    }
-    let mut sum: f32 = acc.iter().sum();
-    for (x, y) in ra.iter().zip(rb) {
-        sum += x * y;
-    }
-    sum
-}
+/// The portable inner product shared with the dense leg.
+pub(super) use crate::index::dense::dot_portable as dot;
 
 /// Decodes `rows` tokens into f32 rows of `q.d_pad` values (zero padded); Int8 scales go to
 /// `scales` and are applied after the dot product.
