@@ -1,6 +1,7 @@
 //! hybridb's side of the comparison with the embedded peers (scripts/peers/): one dataset in the
 //! shared layout, through the library API, written as one JSON result in the schema that
-//! `scripts/peers/report.py` reads.
+//! `scripts/peers/report.py` reads. It times the same queries as `run_peer.py`; the hybrid
+//! query fuses the top 10 of each leg by RRF, as LanceDB's does.
 //!
 //! `cargo bench --bench peers -- --data DIR --out FILE [--exact FILE] [--queries Q]
 //! [--batch N] [--work DIR] [--m M --efc EF --ef EF]`
@@ -79,14 +80,47 @@ fn load_queries(data: &Path, exact: &Path) -> Queries {
     }
 }
 
-/// p50 and p99 (ms) of `run` over queries `0..n` after 20 warm-up queries, and the hits.
-fn timed(n: usize, mut run: impl FnMut(usize) -> Vec<String>) -> (Value, Vec<Vec<String>>) {
-    for i in 0..20.min(n) {
+/// The timed queries and the warm-up ones, as `run_peer.py` picks them: `n` spread evenly over
+/// the `total` (numpy's `unique(linspace(0, total - 1, n).astype(int))`), and 20 of the rest.
+fn pick_queries(n: usize, total: usize) -> (Vec<usize>, Vec<usize>) {
+    let n = n.min(total);
+    let mut timed: Vec<usize> = match n {
+        0 => Vec::new(),
+        1 => vec![0],
+        _ => {
+            let step = (total - 1) as f64 / (n - 1) as f64;
+            (0..n)
+                .map(|i| {
+                    if i + 1 == n {
+                        total - 1
+                    } else {
+                        (i as f64 * step) as usize
+                    }
+                })
+                .collect()
+        }
+    };
+    timed.dedup();
+    let rest: Vec<usize> = (0..total)
+        .filter(|i| timed.binary_search(i).is_err())
+        .collect();
+    let warm = if rest.is_empty() { &timed } else { &rest };
+    let warm = warm.iter().copied().take(20).collect();
+    (timed, warm)
+}
+
+/// p50 and p99 (ms) of `run` over the `timed` queries after the `warm` ones, and the hits.
+fn timed(
+    timed: &[usize],
+    warm: &[usize],
+    mut run: impl FnMut(usize) -> Vec<String>,
+) -> (Value, Vec<Vec<String>>) {
+    for &i in warm {
         run(i);
     }
-    let mut times = Vec::with_capacity(n);
-    let mut hits = Vec::with_capacity(n);
-    for i in 0..n {
+    let mut times = Vec::with_capacity(timed.len());
+    let mut hits = Vec::with_capacity(timed.len());
+    for &i in timed {
         let start = Instant::now();
         let ids = run(i);
         times.push(start.elapsed().as_secs_f64() * 1e3);
@@ -175,15 +209,16 @@ fn main() {
             .map(|h| h.id)
             .collect()
     };
-    let n = n_queries;
-    let (dense_lat, dense_hits) = timed(n, |i| {
+    let (picked, warm) = pick_queries(n_queries, queries.texts.len());
+    let n = picked.len();
+    let (dense_lat, dense_hits) = timed(&picked, &warm, |i| {
         search(
             Query::new()
                 .dense(queries.dense[i].clone())
                 .legs(&[Leg::Dense]),
         )
     });
-    let (text_lat, text_hits) = timed(n, |i| {
+    let (text_lat, text_hits) = timed(&picked, &warm, |i| {
         search(
             Query::new()
                 .text(queries.texts[i].clone())
@@ -194,7 +229,7 @@ fn main() {
     if has_sparse {
         legs.push(Leg::Sparse);
     }
-    let (hybrid_lat, hybrid_hits) = timed(n, |i| {
+    let hybrid = |i: usize, depth: Option<usize>| {
         let mut q = Query::new()
             .dense(queries.dense[i].clone())
             .text(queries.texts[i].clone())
@@ -203,17 +238,28 @@ fn main() {
         if let Some(s) = &queries.sparse[i] {
             q = q.sparse(s.clone());
         }
+        if let Some(d) = depth {
+            q = q.depth(d);
+        }
         search(q)
-    });
+    };
+    // Each leg gives its top 10, as in LanceDB's hybrid query; then the library's default
+    // depth (100 per leg), for the notes.
+    let (hybrid_lat, hybrid_hits) = timed(&picked, &warm, |i| hybrid(i, Some(10)));
+    let (deep_lat, deep_hits) = timed(&picked, &warm, |i| hybrid(i, None));
     let mut found = 0;
-    for (hits, truth) in dense_hits.iter().zip(&queries.exact) {
-        found += truth
+    for (hits, &i) in dense_hits.iter().zip(&picked) {
+        found += queries.exact[i]
             .iter()
             .take(10)
             .filter(|&&row| hits.contains(&ids[row]))
             .count();
     }
-    let relevant = &queries.relevant[..n];
+    let relevant: Vec<Vec<String>> = picked
+        .iter()
+        .map(|&i| queries.relevant[i].clone())
+        .collect();
+    let relevant = &relevant[..];
     let result = json!({
         "system": "hybridb",
         "version": env!("CARGO_PKG_VERSION"),
@@ -237,7 +283,7 @@ fn main() {
             "hybrid_qrels": hit_rate(&hybrid_hits, relevant),
         },
         "index": format!(
-            "HNSW M={} ef_construction={} ef_search={}; BM25 hangul-bigram (tantivy); {}hybrid = RRF k=60 over dense + BM25{}",
+            "HNSW M={} ef_construction={} ef_search={}, walked by 8-bit codes; BM25 hangul-bigram (tantivy); {}hybrid = RRF k=60 over the top 10 of dense + BM25{}",
             params.m, params.ef_construction, params.ef_search,
             if has_sparse { "sparse inverted index; " } else { "" },
             if has_sparse { " + sparse" } else { "" },
@@ -247,6 +293,12 @@ fn main() {
             format!("disk: {}", parts.join(", ")),
             format!("open after close: {open_s:.3} s"),
             "documents fetched with every hit (id, title, text, metadata)".to_string(),
+            format!(
+                "hybrid at the default depth (100 per leg): p50 {:.3} ms, p99 {:.3} ms, hit@10 {:.4}",
+                deep_lat["p50"].as_f64().unwrap_or(f64::NAN),
+                deep_lat["p99"].as_f64().unwrap_or(f64::NAN),
+                hit_rate(&deep_hits, relevant),
+            ),
         ],
     });
     std::fs::write(&out, serde_json::to_string_pretty(&result).unwrap()).unwrap();

@@ -8,7 +8,8 @@
 #
 # SCALES: korquad and/or synthetic sets named <docs>-<dim> (10k, 100k, 1m). SYSTEMS: any of
 # hybridb, lancedb, milvus (newest Milvus Lite), milvus25 (Milvus Lite 2.5, the C++ engine),
-# chroma. QUERIES: timed queries per query type and system. OUT: results directory.
+# chroma. QUERIES: timed queries per query type and system (MILVUS_QUERIES for Milvus Lite 3.x,
+# whose query time grows linearly with N; default QUERIES). OUT: results directory.
 # Each system runs in its own process, one after another, so peak RAM is its own.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,6 +17,7 @@ cd "$root"
 scales="${SCALES:-korquad,100k-384,100k-1024}"
 systems="${SYSTEMS:-hybridb,lancedb,milvus,milvus25,chroma}"
 queries="${QUERIES:-200}"
+milvus_queries="${MILVUS_QUERIES:-$queries}"
 out="${OUT:-$root/target/peers}"
 data="$out/data"
 results="$out/results"
@@ -64,6 +66,9 @@ for scale in ${scales//,/ }; do
         "$root/.venv-peers-milvus25/bin/python" scripts/peers/run_peer.py --system milvus \
           --data "$dir" --exact "$exact" --queries "$queries" --work "$work/$system" \
           --out "$result" ;;
+      milvus)
+        "$py" scripts/peers/run_peer.py --system milvus --data "$dir" --exact "$exact" \
+          --queries "$milvus_queries" --work "$work/$system" --out "$result" ;;
       *)
         "$py" scripts/peers/run_peer.py --system "$system" --data "$dir" --exact "$exact" \
           --queries "$queries" --work "$work/$system" --out "$result" ;;

@@ -3,6 +3,8 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use rayon::prelude::*;
+
 use super::{Database, Snapshot};
 use crate::docset::DocSet;
 use crate::document::{check_dense, check_tokens};
@@ -22,8 +24,7 @@ impl Database {
         let legs = self.plan(query)?;
         let allow = self.allowed(&snap, query)?;
         let depth = query.depth_or_default();
-        let mut results = Vec::with_capacity(legs.len());
-        for leg in legs {
+        let run = |leg: Leg| -> Result<LegResult> {
             let hits = match leg {
                 Leg::Dense => self.dense_leg(&snap, query, &allow, depth)?,
                 Leg::Sparse => match (&query.sparse, self.inner.sparse_index().as_ref()) {
@@ -37,12 +38,18 @@ impl Database {
                 // Rejected by `plan`.
                 Leg::Colbert => Vec::new(),
             };
-            results.push(LegResult {
+            Ok(LegResult {
                 leg,
                 weight: query.weight_of(leg),
                 hits,
-            });
-        }
+            })
+        };
+        // The legs are independent reads of one snapshot: run them side by side.
+        let results = if legs.len() == 1 {
+            legs.into_iter().map(run).collect::<Result<Vec<_>>>()?
+        } else {
+            legs.into_par_iter().map(run).collect::<Result<Vec<_>>>()?
+        };
         let mut fused = match (results.len(), query.fusion) {
             (1, _) => results[0]
                 .hits
@@ -175,19 +182,7 @@ impl Database {
         let Some(index) = dense.as_ref() else {
             return Ok(Vec::new());
         };
-        let found = index.search_graph(&q, depth, ef, allow);
-        drop(dense);
-        // Report the true similarity, recomputed from the committed rows.
-        let mut hits: Vec<(u64, f32)> = found
-            .into_iter()
-            .filter_map(|(doc, _)| {
-                vectors
-                    .row(doc)
-                    .map(|r| (doc, crate::index::dense::dot(&q, r)))
-            })
-            .collect();
-        hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        Ok(hits)
+        Ok(index.search_graph(&q, depth, ef, allow))
     }
 
     /// Reranks the first `rerank.top` fused candidates by ColBERT MaxSim.

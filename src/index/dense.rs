@@ -12,11 +12,14 @@ use rayon::prelude::*;
 
 mod hnsw;
 mod kernel;
+mod pages;
 mod rowcrc;
+mod sq8;
 
 use hnsw::Graph;
 pub(crate) use kernel::{dot, dot_portable};
 use rowcrc::RowChecksums;
+use sq8::Codes;
 
 use crate::docset::DocSet;
 use crate::error::{Error, Result};
@@ -32,6 +35,10 @@ const GRAPH_VERSION: u32 = 2;
 const MANIFEST: &str = "hnsw.manifest";
 /// magic 8, version 4, dim 4, covers 8, points 8, generation 8, graph crc 4, reserved 4, crc 4.
 const MANIFEST_LEN: usize = 52;
+/// Graphs smaller than this grow by serial inserts.
+const SERIAL_BELOW: usize = 2048;
+/// Nodes rescored past `k` (at least; `k` more for large `k`) after a walk by the codes.
+const RESCORE_MARGIN: usize = 32;
 
 /// Scales `v` to unit length in place (a zero vector stays zero).
 pub(crate) fn normalize(v: &mut [f32]) {
@@ -79,6 +86,8 @@ impl Vectors {
 struct Live {
     graph: Graph,
     vectors: Arc<Vectors>,
+    /// Codes of the rows, which searches walk the graph by once they cover every node.
+    codes: Codes,
 }
 
 /// The dense index: vector file, HNSW graph, and the number of rows the graph covers.
@@ -144,6 +153,7 @@ impl DenseIndex {
                     dim: spec.dim,
                     rows: 0,
                 }),
+                codes: Codes::new(spec.dim),
             }),
             graph_covers: AtomicU64::new(covers),
             dumped_covers: AtomicU64::new(covers),
@@ -205,23 +215,38 @@ impl DenseIndex {
         let todo = (from..last)
             .filter(|&d| with_vector.contains(d) && vectors.row(d).is_some())
             .map(|d| d as u32);
+        // Codes for every row up to `last`, made before the lock is taken.
+        let coded = self.live().codes.rows();
+        let fresh = (coded < last as usize).then(|| Codes::encode(vectors, coded, last as usize));
         let added = {
             let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
+            if let Some((codes, scales)) = fresh {
+                live.codes.append(codes, scales);
+            }
             live.vectors = Arc::clone(vectors);
             live.graph.reserve(last as usize);
             live.graph.add_nodes(todo)
         };
         let live = self.live();
-        let insert = |&doc: &u32| live.graph.insert(&live.vectors, doc);
-        if added.len() >= 256 {
+        // Walk by the codes once they cover every row (they do after the append above).
+        let codes = (live.codes.rows() as u64 >= live.vectors.rows).then_some(&live.codes);
+        let insert = |&doc: &u32| live.graph.insert(&live.vectors, codes, doc);
+        // The first nodes of a graph go in one by one: concurrent inserts into a small graph
+        // cannot see each other and link worse. Small collections get the same graph each time.
+        let serial = SERIAL_BELOW
+            .saturating_sub(live.graph.len())
+            .min(added.len());
+        let (first, rest) = added.split_at(serial);
+        first.iter().for_each(insert);
+        if rest.len() >= 256 {
             // In a pool of its own: in the global pool, searches that use rayon (ColBERT
             // rerank) would queue behind the whole insert.
             match build_pool() {
-                Some(pool) => pool.install(|| added.par_iter().for_each(insert)),
-                None => added.par_iter().for_each(insert),
+                Some(pool) => pool.install(|| rest.par_iter().for_each(insert)),
+                None => rest.par_iter().for_each(insert),
             }
         } else {
-            added.iter().for_each(insert);
+            rest.iter().for_each(insert);
         }
         // A scan of every level-0 list: worth it when the commit is not tiny next to the graph.
         if !added.is_empty() && added.len() * 100 >= live.graph.len() {
@@ -293,9 +318,10 @@ impl DenseIndex {
         Ok(())
     }
 
-    /// Approximate top-`k` among `allow` by HNSW; `(doc, distance)` best first. The search
-    /// walks every node but keeps only allowed ones, so it slows down as `allow` thins out
-    /// (callers search exactly below `exact_below` documents).
+    /// Approximate top-`k` among `allow` by HNSW: `(doc, similarity)` best first, the similarity
+    /// computed from the `f32` rows. The walk measures by the 8-bit codes, and the best
+    /// `max(2k, k + 32)` nodes it ends with are rescored exactly. It walks every node but keeps only allowed ones, so it
+    /// slows down as `allow` thins out (callers search exactly below `exact_below` documents).
     pub fn search_graph(
         &self,
         query: &[f32],
@@ -304,13 +330,25 @@ impl DenseIndex {
         allow: &DocSet,
     ) -> Vec<(u64, f32)> {
         let live = self.live();
-        live.graph
-            .search(&live.vectors, query, k, ef.max(k), &|n| {
-                allow.contains(n as u64)
-            })
+        let accept = |n: u32| allow.contains(n as u64);
+        // The codes' ranking is close to the exact one: rescoring its head is enough.
+        let rescore = (2 * k).max(k + RESCORE_MARGIN);
+        let found = if live.codes.rows() as u64 >= live.vectors.rows {
+            let q = live.codes.query(query);
+            live.graph.search(&live.codes, &q, rescore, ef, &accept)
+        } else {
+            live.graph.search(&*live.vectors, query, k, ef, &accept)
+        };
+        let mut hits: Vec<(u64, f32)> = found
             .into_iter()
-            .map(|(n, d)| (n as u64, d))
-            .collect()
+            .filter_map(|(n, _)| {
+                let row = live.vectors.row(n as u64)?;
+                Some((n as u64, dot(query, row)))
+            })
+            .collect();
+        hits.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        hits.truncate(k);
+        hits
     }
 
     pub fn graph_len(&self) -> usize {

@@ -374,11 +374,10 @@ impl TopK {
         let e = Entry(score, doc);
         if self.heap.len() < self.k {
             self.heap.push(e);
-        } else if let Some(worst) = self.heap.peek()
+        } else if let Some(mut worst) = self.heap.peek_mut()
             && e < *worst
         {
-            self.heap.pop();
-            self.heap.push(e);
+            *worst = e;
         }
     }
 

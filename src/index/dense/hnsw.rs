@@ -14,6 +14,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use super::Vectors;
 use super::kernel::dot;
+use super::pages::reserve_huge;
+use super::sq8::{Codes, QueryCode};
 
 /// `levels` entry of a row that is not in the graph.
 const NO_LEVEL: u8 = u8::MAX;
@@ -32,6 +34,43 @@ const FILE_HEADER: usize = 40;
 fn distance(a: &[f32], b: &[f32]) -> f32 {
     let d = -dot(a, b);
     if d.is_nan() { f32::INFINITY } else { d }
+}
+
+/// What a graph walk measures distances in: the `f32` rows, or their 8-bit codes.
+pub(crate) trait Space {
+    type Query: ?Sized;
+    /// The distance from `q` to `node`'s row; `None` if the row is missing.
+    fn distance(&self, q: &Self::Query, node: u32) -> Option<f32>;
+    /// Starts loading `node`'s row into cache.
+    fn prefetch(&self, node: u32);
+}
+
+impl Space for Vectors {
+    type Query = [f32];
+
+    #[inline]
+    fn distance(&self, q: &[f32], node: u32) -> Option<f32> {
+        self.row(node as u64).map(|r| distance(q, r))
+    }
+
+    #[inline]
+    fn prefetch(&self, node: u32) {
+        Vectors::prefetch(self, node as u64);
+    }
+}
+
+impl Space for Codes {
+    type Query = QueryCode;
+
+    #[inline]
+    fn distance(&self, q: &QueryCode, node: u32) -> Option<f32> {
+        Codes::distance(self, q, node)
+    }
+
+    #[inline]
+    fn prefetch(&self, node: u32) {
+        Codes::prefetch(self, node);
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -180,6 +219,8 @@ impl Graph {
         self.levels.resize(rows, NO_LEVEL);
         self.upper_at.resize(rows, NO_UPPER);
         let slots = rows * (self.m0() + 1);
+        let more = slots.saturating_sub(self.links0.len());
+        reserve_huge(&mut self.links0, more);
         self.links0.resize_with(slots, || AtomicU32::new(0));
     }
 
@@ -213,11 +254,13 @@ impl Graph {
     }
 
     /// Links `node` (given a level by [`Graph::add_nodes`]) into the graph. `vectors` must hold
-    /// the rows of every node.
-    pub fn insert(&self, vectors: &Vectors, node: u32) {
+    /// the rows of every node; `codes`, if given, too: the walks then measure by them, and the
+    /// candidates they end with are rescored exactly before links are chosen.
+    pub fn insert(&self, vectors: &Vectors, codes: Option<&Codes>, node: u32) {
         let Some(q) = vectors.row(node as u64) else {
             return;
         };
+        let qc = codes.map(|c| (c, c.query(q)));
         let level = self.levels[node as usize] as usize;
         let mut entry = self.entry.load(Ordering::Acquire);
         if entry == EMPTY {
@@ -234,20 +277,39 @@ impl Graph {
             }
         }
         let (ep, top) = (entry as u32, (entry >> 32) as usize);
-        let Some(ep_row) = vectors.row(ep as u64) else {
+        let ep_dist = match &qc {
+            Some((c, qc)) => c.distance(qc, ep),
+            None => Space::distance(vectors, q, ep),
+        };
+        let Some(dist) = ep_dist else {
             return;
         };
-        let mut cur = Near {
-            dist: distance(q, ep_row),
-            node: ep,
-        };
+        let mut cur = Near { dist, node: ep };
         for lc in (level + 1..=top).rev() {
-            cur = self.greedy(vectors, q, cur, lc);
+            cur = match &qc {
+                Some((c, qc)) => self.greedy(*c, qc, cur, lc),
+                None => self.greedy(vectors, q, cur, lc),
+            };
         }
         let mut eps = vec![cur];
         for lc in (0..=level.min(top)).rev() {
-            let found =
-                self.search_layer(vectors, q, &eps, self.ef_construction, lc, &|n| n != node);
+            let efc = self.ef_construction;
+            let not_self = |n: u32| n != node;
+            let found = match &qc {
+                Some((c, qc)) => {
+                    // Entry points from the level above carry exact distances.
+                    for e in eps.iter_mut() {
+                        e.dist = c.distance(qc, e.node).unwrap_or(f32::INFINITY);
+                    }
+                    let mut found = self.search_layer(*c, qc, &eps, efc, lc, &not_self);
+                    for f in found.iter_mut() {
+                        f.dist = Space::distance(vectors, q, f.node).unwrap_or(f32::INFINITY);
+                    }
+                    found.sort_unstable();
+                    found
+                }
+                None => self.search_layer(vectors, q, &eps, efc, lc, &not_self),
+            };
             let chosen = self.select(vectors, &found, self.m);
             {
                 let _g = self.lock(node);
@@ -405,18 +467,23 @@ impl Graph {
     }
 
     /// Moves from `cur` to nearer neighbours on `level` until none is nearer.
-    fn greedy(&self, vectors: &Vectors, q: &[f32], mut cur: Near, level: usize) -> Near {
+    fn greedy<S: Space + ?Sized>(
+        &self,
+        space: &S,
+        q: &S::Query,
+        mut cur: Near,
+        level: usize,
+    ) -> Near {
         let mut ids = Vec::with_capacity(self.m);
         loop {
             let mut moved = false;
             self.neighbours(cur.node, level, &mut ids);
             for &n in &ids {
-                if let Some(r) = vectors.row(n as u64) {
-                    let d = distance(q, r);
-                    if d < cur.dist {
-                        cur = Near { dist: d, node: n };
-                        moved = true;
-                    }
+                if let Some(d) = space.distance(q, n)
+                    && d < cur.dist
+                {
+                    cur = Near { dist: d, node: n };
+                    moved = true;
                 }
             }
             if !moved {
@@ -426,10 +493,10 @@ impl Graph {
     }
 
     /// The `ef` nearest nodes on `level` that `accept` takes, reached from `eps`; sorted.
-    fn search_layer(
+    fn search_layer<S: Space + ?Sized>(
         &self,
-        vectors: &Vectors,
-        q: &[f32],
+        space: &S,
+        q: &S::Query,
         eps: &[Near],
         ef: usize,
         level: usize,
@@ -457,17 +524,16 @@ impl Graph {
                 self.neighbours(c.node, level, &mut ids);
                 ids.retain(|&n| s.visit(n));
                 if let Some(&first) = ids.first() {
-                    vectors.prefetch(first as u64);
+                    space.prefetch(first);
                 }
                 for (j, &n) in ids.iter().enumerate() {
                     // Rows are far apart in memory: load the next while this one is scored.
                     if let Some(&next) = ids.get(j + 1) {
-                        vectors.prefetch(next as u64);
+                        space.prefetch(next);
                     }
-                    let Some(r) = vectors.row(n as u64) else {
+                    let Some(d) = space.distance(q, n) else {
                         continue;
                     };
-                    let d = distance(q, r);
                     let worst = s.found.peek().map_or(f32::INFINITY, |w| w.dist);
                     if s.found.len() < ef || d < worst {
                         let near = Near { dist: d, node: n };
@@ -490,10 +556,10 @@ impl Graph {
 
     /// The `k` nodes nearest to `q` among those `accept` takes, searching level 0 with `ef`
     /// candidates: `(node, distance)`, nearest first.
-    pub fn search(
+    pub fn search<S: Space + ?Sized>(
         &self,
-        vectors: &Vectors,
-        q: &[f32],
+        space: &S,
+        q: &S::Query,
         k: usize,
         ef: usize,
         accept: &dyn Fn(u32) -> bool,
@@ -503,17 +569,14 @@ impl Graph {
             return Vec::new();
         }
         let (ep, top) = (entry as u32, (entry >> 32) as usize);
-        let Some(r) = vectors.row(ep as u64) else {
+        let Some(dist) = space.distance(q, ep) else {
             return Vec::new();
         };
-        let mut cur = Near {
-            dist: distance(q, r),
-            node: ep,
-        };
+        let mut cur = Near { dist, node: ep };
         for lc in (1..=top).rev() {
-            cur = self.greedy(vectors, q, cur, lc);
+            cur = self.greedy(space, q, cur, lc);
         }
-        let found = self.search_layer(vectors, q, &[cur], ef.max(k), 0, accept);
+        let found = self.search_layer(space, q, &[cur], ef.max(k), 0, accept);
         found
             .into_iter()
             .take(k)
@@ -707,13 +770,29 @@ mod tests {
     }
 
     fn build(rows: &[Vec<f32>], vectors: &Vectors, parallel: bool) -> Graph {
+        build_with(rows, vectors, parallel, None)
+    }
+
+    fn codes_of(rows: &[Vec<f32>], vectors: &Vectors) -> Codes {
+        let mut codes = Codes::new(rows[0].len());
+        let (c, s) = Codes::encode(vectors, 0, rows.len());
+        codes.append(c, s);
+        codes
+    }
+
+    fn build_with(
+        rows: &[Vec<f32>],
+        vectors: &Vectors,
+        parallel: bool,
+        codes: Option<&Codes>,
+    ) -> Graph {
         let mut g = Graph::new(12, 100);
         let added = g.add_nodes(0..rows.len() as u32);
         if parallel {
             use rayon::prelude::*;
-            added.par_iter().for_each(|&d| g.insert(vectors, d));
+            added.par_iter().for_each(|&d| g.insert(vectors, codes, d));
         } else {
-            added.iter().for_each(|&d| g.insert(vectors, d));
+            added.iter().for_each(|&d| g.insert(vectors, codes, d));
         }
         g.link_orphans(vectors);
         g
@@ -741,16 +820,57 @@ mod tests {
         let rows = clustered(4000, 32, 40, 1);
         let queries = clustered(100, 32, 40, 2);
         let v = Vectors::for_test(&rows);
-        for parallel in [false, true] {
-            let g = build(&rows, &v, parallel);
+        let codes = codes_of(&rows, &v);
+        for (parallel, codes) in [(false, None), (true, None), (true, Some(&codes))] {
+            let g = build_with(&rows, &v, parallel, codes);
             assert_eq!(g.len(), rows.len());
+            let by = if codes.is_some() { "codes" } else { "rows" };
             let all = recall(&g, &rows, &v, &queries, &|_| true);
-            assert!(all >= 0.95, "parallel {parallel}: recall {all}");
+            assert!(all >= 0.95, "parallel {parallel}, by {by}: recall {all}");
             // A filter keeping a third of the nodes.
             let third = recall(&g, &rows, &v, &queries, &|n| n % 3 == 0);
             assert!(
                 third >= 0.95,
-                "parallel {parallel}: filtered recall {third}"
+                "parallel {parallel}, by {by}: filtered recall {third}"
+            );
+        }
+    }
+
+    #[test]
+    fn walking_by_codes_and_rescoring_keeps_recall() {
+        let rows = clustered(4000, 48, 40, 5);
+        let queries = clustered(100, 48, 40, 6);
+        let v = Vectors::for_test(&rows);
+        let g = build(&rows, &v, true);
+        let codes = codes_of(&rows, &v);
+        for keep in [1u32, 3] {
+            let accept = |n: u32| n.is_multiple_of(keep);
+            let (mut by_codes, mut by_rows) = (0, 0);
+            for q in &queries {
+                let truth = exact(&rows, q, 10, &accept);
+                let qc = codes.query(q);
+                let mut got: Vec<Near> = g
+                    .search(&codes, &qc, 42, 64, &accept)
+                    .into_iter()
+                    .map(|(node, _)| Near {
+                        dist: distance(q, &rows[node as usize]),
+                        node,
+                    })
+                    .collect();
+                got.sort_unstable();
+                assert!(got.iter().all(|n| accept(n.node)));
+                by_codes += got
+                    .iter()
+                    .take(10)
+                    .filter(|n| truth.contains(&n.node))
+                    .count();
+                let plain = g.search(&v, q, 10, 64, &accept);
+                by_rows += plain.iter().filter(|(n, _)| truth.contains(n)).count();
+            }
+            let (by_codes, by_rows) = (by_codes as f64 / 1000.0, by_rows as f64 / 1000.0);
+            assert!(
+                by_codes >= 0.9 && by_codes >= by_rows - 0.01,
+                "keep 1/{keep}: by codes {by_codes}, by rows {by_rows}"
             );
         }
     }

@@ -102,9 +102,13 @@ impl<'a> Collector<'a> {
         self.stats.scored += 1;
         if score > 0.0 {
             self.top.push(doc, score);
-            self.kth.push(Reverse(score.to_bits()));
-            if self.kth.len() > self.k {
-                self.kth.pop();
+            let bits = score.to_bits();
+            if self.kth.len() < self.k {
+                self.kth.push(Reverse(bits));
+            } else if let Some(mut least) = self.kth.peek_mut()
+                && bits > least.0
+            {
+                *least = Reverse(bits);
             }
         }
     }
