@@ -23,7 +23,7 @@ impl Database {
         let snap = self.inner.snapshot();
         let legs = self.plan(query)?;
         let allow = self.allowed(&snap, query)?;
-        let depth = query.depth_or_default();
+        let depth = query.depth_for(legs.len());
         let run = |leg: Leg| -> Result<LegResult> {
             let hits = match leg {
                 Leg::Dense => self.dense_leg(&snap, query, &allow, depth)?,

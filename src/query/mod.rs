@@ -204,7 +204,8 @@ impl Query {
         self
     }
 
-    /// Candidates taken from each leg before fusion (default: max(k, 100)).
+    /// Candidates taken from each leg before fusion (default: max(k, 100); k when one leg runs
+    /// and nothing is reranked, as nothing is fused then).
     pub fn depth(mut self, depth: usize) -> Self {
         self.depth = Some(depth);
         self
@@ -264,8 +265,11 @@ impl Query {
             .map_or(1.0, |(_, w)| *w)
     }
 
-    pub(crate) fn depth_or_default(&self) -> usize {
-        self.depth.unwrap_or(self.k.max(100)).max(self.k)
+    /// The candidates each of `legs` legs gives.
+    pub(crate) fn depth_for(&self, legs: usize) -> usize {
+        let fused = legs > 1 || self.colbert.is_some();
+        let default = if fused { self.k.max(100) } else { self.k };
+        self.depth.unwrap_or(default).max(self.k)
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
