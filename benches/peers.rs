@@ -4,13 +4,15 @@
 //! query fuses the top 10 of each leg by RRF, as LanceDB's does.
 //!
 //! `cargo bench --bench peers -- --data DIR --out FILE [--exact FILE] [--queries Q]
-//! [--batch N] [--work DIR] [--m M --efc EF --ef EF]`
+//! [--batch N] [--work DIR] [--m M --efc EF --ef EF] [--analyzer default|hangul-bigram]
+//! [--sweep]` (with the `default` analyzer, the result's system is `hybridb-words`; `--sweep`
+//! prints the hit@10 of hybrid variants over every query instead of timing)
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use hybridb::{
-    Database, Fusion, HnswParams, Leg, Metric, Query, Schema, SparseVector, dataset, npy,
+    Analyzer, Database, Fusion, HnswParams, Leg, Metric, Query, Schema, SparseVector, dataset, npy,
 };
 use serde_json::{Value, json};
 
@@ -131,13 +133,17 @@ fn timed(
     (json!({"p50": at(0.5), "p99": at(0.99)}), hits)
 }
 
+/// Per query, 1 when a relevant id is among its hits.
+fn hit_list(hits: &[Vec<String>], relevant: &[Vec<String>]) -> Vec<u8> {
+    hits.iter()
+        .zip(relevant)
+        .map(|(h, r)| u8::from(h.iter().any(|id| r.contains(id))))
+        .collect()
+}
+
 /// Share of queries with a relevant id among their hits.
 fn hit_rate(hits: &[Vec<String>], relevant: &[Vec<String>]) -> f64 {
-    let found = hits
-        .iter()
-        .zip(relevant)
-        .filter(|(h, r)| h.iter().any(|id| r.contains(id)))
-        .count();
+    let found: usize = hit_list(hits, relevant).iter().map(|&h| h as usize).sum();
     found as f64 / hits.len().max(1) as f64
 }
 
@@ -147,6 +153,9 @@ fn main() {
     let exact_path =
         arg_str("--exact").map_or_else(|| data.join("queries.exact10.jsonl"), PathBuf::from);
     let batch = arg("--batch", 100_000);
+    let analyzer: Analyzer = arg_str("--analyzer")
+        .map_or(Ok(Analyzer::HangulBigram), |a| a.parse())
+        .expect("--analyzer default|hangul-bigram");
     let d = HnswParams::default();
     let params = HnswParams {
         m: arg("--m", d.m),
@@ -172,7 +181,10 @@ fn main() {
     if db_dir.exists() {
         std::fs::remove_dir_all(&db_dir).unwrap();
     }
-    let mut schema = Schema::new().dense(dim, Metric::Cosine).hnsw(params).text();
+    let mut schema = Schema::new()
+        .dense(dim, Metric::Cosine)
+        .hnsw(params)
+        .text_with(analyzer);
     if has_sparse {
         schema = schema.sparse();
     }
@@ -245,6 +257,10 @@ fn main() {
     };
     // Each leg gives its top 10, as in LanceDB's hybrid query; then the library's default
     // depth (100 per leg), for the notes.
+    if std::env::args().any(|a| a == "--sweep") {
+        sweep(&db, &queries, has_sparse);
+        return;
+    }
     let (hybrid_lat, hybrid_hits) = timed(&picked, &warm, |i| hybrid(i, Some(10)));
     let (deep_lat, deep_hits) = timed(&picked, &warm, |i| hybrid(i, None));
     let mut found = 0;
@@ -261,7 +277,8 @@ fn main() {
         .collect();
     let relevant = &relevant[..];
     let result = json!({
-        "system": "hybridb",
+        // Another analyzer than the default is reported as a system of its own.
+        "system": if analyzer == Analyzer::HangulBigram { "hybridb" } else { "hybridb-words" },
         "version": env!("CARGO_PKG_VERSION"),
         "api": "rust library",
         "dataset": dir.name(),
@@ -282,9 +299,15 @@ fn main() {
             "text_qrels": hit_rate(&text_hits, relevant),
             "hybrid_qrels": hit_rate(&hybrid_hits, relevant),
         },
+        "hit_per_query": {
+            "rows": picked,
+            "dense": hit_list(&dense_hits, relevant),
+            "text": hit_list(&text_hits, relevant),
+            "hybrid": hit_list(&hybrid_hits, relevant),
+        },
         "index": format!(
-            "HNSW M={} ef_construction={} ef_search={}, walked by 8-bit codes; BM25 hangul-bigram (tantivy); {}hybrid = RRF k=60 over the top 10 of dense + BM25{}",
-            params.m, params.ef_construction, params.ef_search,
+            "HNSW M={} ef_construction={} ef_search={}, walked by 8-bit codes; BM25 {} analyzer (tantivy); {}hybrid = RRF k=60 over the top 10 of dense + BM25{}",
+            params.m, params.ef_construction, params.ef_search, analyzer.as_str(),
             if has_sparse { "sparse inverted index; " } else { "" },
             if has_sparse { " + sparse" } else { "" },
         ),
@@ -327,5 +350,54 @@ impl DatasetDir<'_> {
             .filter_map(|d| d.ok())
             .map(|d| (d.doc.title.len() + d.doc.text.len()) as u64)
             .sum()
+    }
+}
+
+/// hit@10 of hybrid variants over every query (no timing): which legs, fusion, weights, depth.
+fn sweep(db: &Database, queries: &Queries, has_sparse: bool) {
+    let all: Vec<usize> = (0..queries.texts.len()).collect();
+    let relevant: Vec<Vec<String>> = queries.relevant.clone();
+    let mut leg_sets = vec![vec![Leg::Dense, Leg::Bm25]];
+    if has_sparse {
+        leg_sets.push(vec![Leg::Dense, Leg::Bm25, Leg::Sparse]);
+        leg_sets.push(vec![Leg::Dense, Leg::Sparse]);
+    }
+    let fusions: [(&str, Fusion, f32); 4] = [
+        ("rrf60", Fusion::RRF_60, 1.0),
+        ("rrf60 lex/2", Fusion::RRF_60, 0.5),
+        ("weighted", Fusion::Weighted, 1.0),
+        ("weighted lex/2", Fusion::Weighted, 0.5),
+    ];
+    for legs in &leg_sets {
+        for (name, fusion, lex) in fusions {
+            for depth in [10, 20, 50, 100] {
+                let hits: Vec<Vec<String>> = all
+                    .iter()
+                    .map(|&i| {
+                        let mut q = Query::new()
+                            .dense(queries.dense[i].clone())
+                            .text(queries.texts[i].clone())
+                            .legs(legs)
+                            .fusion(fusion)
+                            .depth(depth)
+                            .k(10);
+                        if legs.contains(&Leg::Sparse) {
+                            q = q.sparse(queries.sparse[i].clone().unwrap());
+                            if legs.contains(&Leg::Bm25) {
+                                q = q.weight(Leg::Bm25, lex).weight(Leg::Sparse, lex);
+                            }
+                        }
+                        db.search(&q).unwrap().into_iter().map(|h| h.id).collect()
+                    })
+                    .collect();
+                println!(
+                    "{:<22} {:<16} depth {:>3}: hit@10 {:.4}",
+                    format!("{legs:?}"),
+                    name,
+                    depth,
+                    hit_rate(&hits, &relevant)
+                );
+            }
+        }
     }
 }

@@ -7,17 +7,19 @@
 #   SCALES=1m-384 SYSTEMS=hybridb,lancedb scripts/bench-peers.sh
 #
 # SCALES: korquad and/or synthetic sets named <docs>-<dim> (10k, 100k, 1m). SYSTEMS: any of
-# hybridb, lancedb, milvus (newest Milvus Lite), milvus25 (Milvus Lite 2.5, the C++ engine),
-# chroma. QUERIES: timed queries per query type and system (MILVUS_QUERIES for Milvus Lite 3.x,
-# whose query time grows linearly with N; default QUERIES). OUT: results directory.
+# hybridb, hybridb-words (hybridb with the whitespace-word BM25 analyzer instead of Hangul
+# bigrams), lancedb, milvus (newest Milvus Lite), milvus25 (Milvus Lite 2.5, the C++ engine),
+# chroma. QUERIES: timed queries per query type and system, spread evenly over the query file
+# (default 1000: every query of a synthetic set); MILVUS_QUERIES for Milvus Lite 3.x, whose
+# query time grows linearly with N (default 200). OUT: results directory.
 # Each system runs in its own process, one after another, so peak RAM is its own.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 scales="${SCALES:-korquad,100k-384,100k-1024}"
 systems="${SYSTEMS:-hybridb,lancedb,milvus,milvus25,chroma}"
-queries="${QUERIES:-200}"
-milvus_queries="${MILVUS_QUERIES:-$queries}"
+queries="${QUERIES:-1000}"
+milvus_queries="${MILVUS_QUERIES:-200}"
 out="${OUT:-$root/target/peers}"
 data="$out/data"
 results="$out/results"
@@ -58,9 +60,11 @@ for scale in ${scales//,/ }; do
     rm -rf "$work/$system"
     echo "== $scale: $system" >&2
     case "$system" in
-      hybridb)
+      hybridb | hybridb-words)
+        analyzer=hangul-bigram
+        [[ "$system" == hybridb-words ]] && analyzer=default
         cargo bench --bench peers -- --data "$dir" --exact "$exact" --queries "$queries" \
-          --work "$work/$system" --out "$result" >/dev/null
+          --work "$work/$system" --out "$result" --analyzer "$analyzer" >/dev/null
         rm -rf "$work/$system" ;;
       milvus25)
         "$root/.venv-peers-milvus25/bin/python" scripts/peers/run_peer.py --system milvus \

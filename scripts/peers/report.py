@@ -53,6 +53,29 @@ def rec(r, key):
     return (r.get("recall") or {}).get(key)
 
 
+def paired_delta(h, p, kind):
+    """hybridb hit@10 minus the peer's on the queries both timed, with a 95% interval (normal
+    approximation of the paired differences): (delta, half-width, n), or None."""
+    hq, pq = h.get("hit_per_query") or {}, p.get("hit_per_query") or {}
+    if kind not in hq or kind not in pq or not hq.get(kind) or not pq.get(kind):
+        return None
+    ph = dict(zip(pq["rows"], pq[kind]))
+    d = [x - ph[row] for row, x in zip(hq["rows"], hq[kind]) if row in ph]
+    if len(d) < 2:
+        return None
+    mean = sum(d) / len(d)
+    var = sum((x - mean) ** 2 for x in d) / (len(d) - 1)
+    return mean, 1.96 * (var / len(d)) ** 0.5, len(d)
+
+
+def delta_cell(v):
+    if v is None:
+        return "n/a"
+    mean, half, n = v
+    verdict = "better" if mean - half > 0 else "worse" if mean + half < 0 else "no significant difference"
+    return f"{mean:+.4f} ± {half:.4f} (n = {n:,}; {verdict})"
+
+
 def label(r):
     return f'{r["system"]} {r.get("version", "")} ({r.get("api", "?")})'
 
@@ -78,8 +101,7 @@ def common_notes(r, results):
 
 def dataset_tables(name, rows, rows_all, out):
     r0 = rows[0]
-    out.append(f"## {name} ({num(r0.get('docs'))} documents, {r0.get('dim')}-d, "
-               f"{num(r0.get('queries'))} timed queries per type)\n")
+    out.append(f"## {name} ({num(r0.get('docs'))} documents, {r0.get('dim')}-d)\n")
     out.append("| system | ingest s | index build s | docs/s | disk MiB | disk / raw | "
                "peak RSS MiB | baseline RSS MiB |")
     out.append("|---|---|---|---|---|---|---|---|")
@@ -94,11 +116,11 @@ def dataset_tables(name, rows, rows_all, out):
             num(r["baseline_rss_bytes"] / MIB if r.get("baseline_rss_bytes") else None, 0),
         ]) + " |")
     out.append("")
-    out.append("| system | dense p50 / p99 ms | text p50 / p99 ms | hybrid p50 / p99 ms | "
+    out.append("| system | queries | dense p50 / p99 ms | text p50 / p99 ms | hybrid p50 / p99 ms | "
                "dense R@10 vs exact | dense hit@10 | text hit@10 | hybrid hit@10 |")
-    out.append("|---|---|---|---|---|---|---|---|")
+    out.append("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        cells = [f"| {label(r)}"]
+        cells = [f"| {label(r)}", num(r.get("queries"))]
         for k in KINDS:
             p50, p99 = lat(r, k, "p50"), lat(r, k, "p99")
             cells.append("n/a" if p50 is None else f"{num(p50)} / {num(p99)}")
@@ -114,7 +136,7 @@ def dataset_tables(name, rows, rows_all, out):
     out.append("")
 
     ours = [r for r in rows if r["system"] == "hybridb"]
-    peers = [r for r in rows if r["system"] != "hybridb"]
+    peers = [r for r in rows if not r["system"].startswith("hybridb")]
     if not ours or not peers:
         return
     h = ours[0]
@@ -122,14 +144,17 @@ def dataset_tables(name, rows, rows_all, out):
     out.append("Latency: hybridb p50 / peer p50, and in brackets peer p50 / hybridb p50 "
                "phrased as how many times faster hybridb answers. Ingest: hybridb docs/s / "
                "peer docs/s (ingest + index build). Disk and peak RSS: hybridb / peer "
-               "(below 1 = hybridb smaller).\n")
-    out.append("| peer | dense p50 | text p50 | hybrid p50 | ingest docs/s | disk | peak RSS |")
-    out.append("|---|---|---|---|---|---|---|")
+               "(below 1 = hybridb smaller). Hybrid hit@10 Δ: hybridb minus peer on the queries "
+               "both timed, ± the 95% interval of the paired difference.\n")
+    out.append("| peer | dense p50 | text p50 | hybrid p50 | hybrid hit@10 Δ | ingest docs/s | "
+               "disk | peak RSS |")
+    out.append("|---|---|---|---|---|---|---|---|")
     for p in peers:
         cells = [f"| {label(p)}"]
         for k in KINDS:
             ratio = div(lat(p, k, "p50"), lat(h, k, "p50"))
             cells.append("n/a" if ratio is None else f"{1 / ratio:.3g} ({times(ratio)})")
+        cells.append(delta_cell(paired_delta(h, p, "hybrid")))
         ing = div(h.get("docs_per_s"), p.get("docs_per_s"))
         cells.append("n/a" if ing is None else f"{ing:.2f} ({times(ing)})")
         cells.append(num(div(h.get("disk_bytes"), p.get("disk_bytes"))))
@@ -153,7 +178,7 @@ def main():
     if not results:
         raise SystemExit(f"no result files in {a.results}")
 
-    order = {"hybridb": 0, "lancedb": 1, "milvus": 2, "chroma": 3}
+    order = {"hybridb": 0, "hybridb-words": 1, "lancedb": 2, "milvus": 3, "chroma": 4}
     results.sort(key=lambda r: (r.get("docs") or 0, r["dataset"], order.get(r["system"], 9)))
     datasets = []
     for r in results:

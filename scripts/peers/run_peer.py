@@ -471,6 +471,7 @@ def main():
     print(f"{a.system} {ds.name}: ingest {ingest_s:.2f} s, index {index_s:.2f} s", flush=True)
 
     latency, recall = {}, {}
+    per_query = {"rows": timed}  # 1 where a relevant document is in the top 10, per timed query
     for kind in ("dense", "text", "hybrid"):
         fn = getattr(system, kind)
         if fn is None:
@@ -479,8 +480,8 @@ def main():
             continue
         lat, rows = time_queries(system, fn, timed, warm)
         latency[kind] = {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99))}
-        recall[f"{kind}_qrels"] = float(np.mean([bool(ds.relevant[i] & set(r))
-                                                 for i, r in zip(timed, rows)]))
+        per_query[kind] = [int(bool(ds.relevant[i] & set(r))) for i, r in zip(timed, rows)]
+        recall[f"{kind}_qrels"] = float(np.mean(per_query[kind]))
         if kind == "dense":
             recall["dense_vs_exact"] = float(np.mean([len(set(r) & set(ds.exact[i])) / K
                                                       for i, r in zip(timed, rows)]))
@@ -510,6 +511,7 @@ def main():
         "peak_rss_bytes": peak, "baseline_rss_bytes": baseline_rss,
         "latency_ms": latency,
         "recall": {k: recall[k] for k in ("dense_vs_exact", "dense_qrels", "text_qrels", "hybrid_qrels")},
+        "hit_per_query": per_query,
         "index": index,
         "notes": notes + [
             "peak_rss_bytes is ru_maxrss of the whole process and includes the dataset held "
