@@ -25,7 +25,9 @@ const NO_UPPER: u32 = u32::MAX;
 const EMPTY: u64 = u64::MAX;
 const STRIPES: usize = 4096;
 const FILE_MAGIC: &[u8; 8] = b"HYBGRAPH";
-const FILE_VERSION: u32 = 1;
+/// Version 2 writes each link list sorted, as LEB128 varints of the first id and the gaps;
+/// version 1 (still read) wrote u32s.
+const FILE_VERSION: u32 = 2;
 const FILE_HEADER: usize = 40;
 
 /// The negated inner product (a cosine index stores normalized rows); NaN, from a damaged row or
@@ -595,7 +597,7 @@ impl Graph {
                 .max_by_key(|&i| (self.levels[i], std::cmp::Reverse(i)))
                 .map_or(EMPTY, |i| (self.levels[i] as u64) << 32 | i as u64);
         }
-        let mut out = Vec::with_capacity(FILE_HEADER + rows * (1 + 4 * (self.m + 1)));
+        let mut out = Vec::with_capacity(FILE_HEADER + rows * (1 + 2 * (self.m + 1)));
         out.extend_from_slice(FILE_MAGIC);
         out.extend_from_slice(&FILE_VERSION.to_le_bytes());
         out.extend_from_slice(&(self.m as u32).to_le_bytes());
@@ -613,9 +615,13 @@ impl Graph {
             for lc in 0..=level as usize {
                 self.neighbours(node as u32, lc, &mut ids);
                 ids.retain(|&n| (n as usize) < rows && self.levels[n as usize] != NO_LEVEL);
-                out.extend_from_slice(&(ids.len() as u32).to_le_bytes());
-                for &n in &ids {
-                    out.extend_from_slice(&n.to_le_bytes());
+                ids.sort_unstable();
+                ids.dedup();
+                put_varint(&mut out, ids.len() as u32);
+                let mut prev = 0;
+                for (i, &n) in ids.iter().enumerate() {
+                    put_varint(&mut out, if i == 0 { n } else { n - prev });
+                    prev = n;
                 }
             }
         }
@@ -626,7 +632,11 @@ impl Graph {
     /// or is not consistent (the caller rebuilds the graph from the rows).
     pub fn decode(bytes: &[u8], m: usize, ef_construction: usize) -> Option<Graph> {
         let mut r = Reader { bytes, at: 0 };
-        if r.take(8)? != FILE_MAGIC || r.u32()? != FILE_VERSION || r.u32()? as usize != m {
+        if r.take(8)? != FILE_MAGIC {
+            return None;
+        }
+        let version = r.u32()?;
+        if !(version == 1 || version == FILE_VERSION) || r.u32()? as usize != m {
             return None;
         }
         let (entry_node, entry_level) = (r.u32()?, r.u32()?);
@@ -660,12 +670,24 @@ impl Graph {
         for &node in &nodes {
             for lc in 0..=levels[node as usize] as usize {
                 let list = g.list(node, lc);
-                let n = r.u32()? as usize;
+                let n = if version == 1 { r.u32()? } else { r.varint()? } as usize;
                 if n >= list.len() {
                     return None;
                 }
+                let mut prev: Option<u32> = None;
                 for slot in &list[1..=n] {
-                    let id = r.u32()?;
+                    let id = if version == 1 {
+                        r.u32()?
+                    } else {
+                        // The first id, then gaps of at least 1: strictly increasing.
+                        let v = r.varint()?;
+                        match prev {
+                            None => v,
+                            Some(p) if v > 0 => p.checked_add(v)?,
+                            Some(_) => return None,
+                        }
+                    };
+                    prev = Some(id);
                     let ok = (id as usize) < rows
                         && levels[id as usize] != NO_LEVEL
                         && levels[id as usize] as usize >= lc;
@@ -728,6 +750,28 @@ impl<'a> Reader<'a> {
     fn u64(&mut self) -> Option<u64> {
         Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
     }
+
+    /// An unsigned LEB128 varint of at most 5 bytes that fits a u32.
+    fn varint(&mut self) -> Option<u32> {
+        let mut v: u64 = 0;
+        for i in 0..5 {
+            let b = *self.take(1)?.first()?;
+            v |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                return u32::try_from(v).ok();
+            }
+        }
+        None
+    }
+}
+
+/// Appends `v` as an unsigned LEB128 varint (7 bits a byte, low bits first).
+fn put_varint(out: &mut Vec<u8>, mut v: u32) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
 }
 
 #[cfg(test)]
@@ -923,9 +967,21 @@ mod tests {
         assert!(Graph::decode(&bytes, 16, 100).is_none());
         assert!(Graph::decode(&bytes[..bytes.len() - 2], 12, 100).is_none());
         let mut bad = bytes.clone();
-        let first_list = FILE_HEADER + rows.len() + 4;
-        bad[first_list..first_list + 4].copy_from_slice(&(rows.len() as u32).to_le_bytes());
+        // The first list's count is one byte; its first id becomes `rows` (out of range).
+        let first_id = FILE_HEADER + rows.len() + 1;
+        let first_len = varint_len(&bytes[first_id..]);
+        let mut out_of_range = Vec::new();
+        put_varint(&mut out_of_range, rows.len() as u32);
+        bad.splice(first_id..first_id + first_len, out_of_range);
         assert!(Graph::decode(&bad, 12, 100).is_none());
+        // A repeated id (a gap of 0) and an overlong varint: refused.
+        let mut zero_gap = bytes.clone();
+        let second = first_id + first_len;
+        zero_gap.splice(second..second + varint_len(&bytes[second..]), [0]);
+        assert!(Graph::decode(&zero_gap, 12, 100).is_none());
+        let mut overlong = bytes.clone();
+        overlong.splice(first_id..first_id + first_len, [0xff; 6]);
+        assert!(Graph::decode(&overlong, 12, 100).is_none());
         // Encoding a prefix keeps only the nodes below it.
         let half = Graph::decode(&g.encode(700), 12, 100).expect("prefix decodes");
         assert_eq!(half.len(), 700);
@@ -934,6 +990,69 @@ mod tests {
             Graph::decode(&empty.encode(0), 12, 100).map(|g| g.len()),
             Some(0)
         );
+    }
+
+    fn varint_len(bytes: &[u8]) -> usize {
+        bytes.iter().position(|b| b & 0x80 == 0).unwrap() + 1
+    }
+
+    #[test]
+    fn varints_round_trip() {
+        let values = [
+            0,
+            1,
+            127,
+            128,
+            16_383,
+            16_384,
+            1 << 21,
+            (1 << 28) - 1,
+            u32::MAX,
+        ];
+        let mut out = Vec::new();
+        for &v in &values {
+            put_varint(&mut out, v);
+        }
+        assert_eq!(out.len(), 1 + 1 + 1 + 2 + 2 + 3 + 4 + 4 + 5);
+        let mut r = Reader { bytes: &out, at: 0 };
+        for &v in &values {
+            assert_eq!(r.varint(), Some(v));
+        }
+        assert_eq!(r.varint(), None);
+        // More than 32 bits: refused.
+        let mut r = Reader {
+            bytes: &[0xff, 0xff, 0xff, 0xff, 0x1f],
+            at: 0,
+        };
+        assert_eq!(r.varint(), None);
+    }
+
+    #[test]
+    fn version_1_files_still_decode() {
+        let rows = clustered(800, 16, 8, 7);
+        let v = Vectors::for_test(&rows);
+        let g = build(&rows, &v, false);
+        let v2 = g.encode(rows.len() as u64);
+        // Rewrite the version-2 file as version 1: the same header, lists of u32s.
+        let mut r = Reader {
+            bytes: &v2,
+            at: FILE_HEADER + rows.len(),
+        };
+        let mut v1 = v2[..FILE_HEADER + rows.len()].to_vec();
+        v1[8..12].copy_from_slice(&1u32.to_le_bytes());
+        while r.at < v2.len() {
+            let n = r.varint().unwrap();
+            v1.extend_from_slice(&n.to_le_bytes());
+            let mut id = 0;
+            for i in 0..n {
+                let x = r.varint().unwrap();
+                id = if i == 0 { x } else { id + x };
+                v1.extend_from_slice(&id.to_le_bytes());
+            }
+        }
+        let back = Graph::decode(&v1, 12, 100).expect("version 1 decodes");
+        assert_eq!(back.encode(rows.len() as u64), v2);
+        assert!(v2.len() < v1.len());
     }
 
     #[test]
