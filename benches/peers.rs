@@ -221,6 +221,14 @@ fn main() {
             .map(|h| h.id)
             .collect()
     };
+    if std::env::args().any(|a| a == "--sweep") {
+        sweep(&db, &queries, has_sparse);
+        drop(db);
+        if arg_str("--work").is_none() {
+            let _ = std::fs::remove_dir_all(&work);
+        }
+        return;
+    }
     let (picked, warm) = pick_queries(n_queries, queries.texts.len());
     let n = picked.len();
     let (dense_lat, dense_hits) = timed(&picked, &warm, |i| {
@@ -257,10 +265,6 @@ fn main() {
     };
     // Each leg gives its top 10, as in LanceDB's hybrid query; then the library's default
     // depth (100 per leg), for the notes.
-    if std::env::args().any(|a| a == "--sweep") {
-        sweep(&db, &queries, has_sparse);
-        return;
-    }
     let (hybrid_lat, hybrid_hits) = timed(&picked, &warm, |i| hybrid(i, Some(10)));
     let (deep_lat, deep_hits) = timed(&picked, &warm, |i| hybrid(i, None));
     let mut found = 0;
@@ -355,8 +359,6 @@ impl DatasetDir<'_> {
 
 /// hit@10 of hybrid variants over every query (no timing): which legs, fusion, weights, depth.
 fn sweep(db: &Database, queries: &Queries, has_sparse: bool) {
-    let all: Vec<usize> = (0..queries.texts.len()).collect();
-    let relevant: Vec<Vec<String>> = queries.relevant.clone();
     let mut leg_sets = vec![vec![Leg::Dense, Leg::Bm25]];
     if has_sparse {
         leg_sets.push(vec![Leg::Dense, Leg::Bm25, Leg::Sparse]);
@@ -371,9 +373,8 @@ fn sweep(db: &Database, queries: &Queries, has_sparse: bool) {
     for legs in &leg_sets {
         for (name, fusion, lex) in fusions {
             for depth in [10, 20, 50, 100] {
-                let hits: Vec<Vec<String>> = all
-                    .iter()
-                    .map(|&i| {
+                let hits: Vec<Vec<String>> = (0..queries.texts.len())
+                    .map(|i| {
                         let mut q = Query::new()
                             .dense(queries.dense[i].clone())
                             .text(queries.texts[i].clone())
@@ -395,7 +396,7 @@ fn sweep(db: &Database, queries: &Queries, has_sparse: bool) {
                     format!("{legs:?}"),
                     name,
                     depth,
-                    hit_rate(&hits, &relevant)
+                    hit_rate(&hits, &queries.relevant)
                 );
             }
         }

@@ -618,9 +618,10 @@ impl Graph {
                 ids.sort_unstable();
                 ids.dedup();
                 put_varint(&mut out, ids.len() as u32);
+                // The first id (its gap from 0), then the gaps.
                 let mut prev = 0;
-                for (i, &n) in ids.iter().enumerate() {
-                    put_varint(&mut out, if i == 0 { n } else { n - prev });
+                for &n in &ids {
+                    put_varint(&mut out, n - prev);
                     prev = n;
                 }
             }
