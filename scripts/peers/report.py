@@ -57,7 +57,7 @@ def paired_delta(h, p, kind):
     """hybridb hit@10 minus the peer's on the queries both timed, with a 95% interval (normal
     approximation of the paired differences): (delta, half-width, n), or None."""
     hq, pq = h.get("hit_per_query") or {}, p.get("hit_per_query") or {}
-    if kind not in hq or kind not in pq or not hq.get(kind) or not pq.get(kind):
+    if not hq.get(kind) or not pq.get(kind):
         return None
     ph = dict(zip(pq["rows"], pq[kind]))
     d = [x - ph[row] for row, x in zip(hq["rows"], hq[kind]) if row in ph]
