@@ -3,8 +3,6 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use rayon::prelude::*;
-
 use super::{Database, Snapshot};
 use crate::docset::DocSet;
 use crate::document::{check_dense, check_tokens};
@@ -44,12 +42,7 @@ impl Database {
                 hits,
             })
         };
-        // The legs are independent reads of one snapshot: run them side by side.
-        let results = if legs.len() == 1 {
-            legs.into_iter().map(run).collect::<Result<Vec<_>>>()?
-        } else {
-            legs.into_par_iter().map(run).collect::<Result<Vec<_>>>()?
-        };
+        let results = run_legs(&legs, run)?;
         let mut fused = match (results.len(), query.fusion) {
             (1, _) => results[0]
                 .hits
@@ -312,6 +305,36 @@ impl Database {
         }
         Ok(hits)
     }
+}
+
+/// Runs the legs side by side, as independent reads of one snapshot, and returns their results
+/// in `legs` order. The dense leg, usually the slowest, runs on the calling thread, so that it
+/// does not wait for a pool thread to wake; the others go to rayon's pool.
+fn run_legs<F>(legs: &[Leg], run: F) -> Result<Vec<LegResult>>
+where
+    F: Fn(Leg) -> Result<LegResult> + Sync,
+{
+    if let [leg] = legs {
+        return Ok(vec![run(*leg)?]);
+    }
+    let here = legs.iter().position(|&l| l == Leg::Dense).unwrap_or(0);
+    let mut slots: Vec<Option<Result<LegResult>>> = legs.iter().map(|_| None).collect();
+    rayon::in_place_scope(|s| {
+        let run = &run;
+        let mut mine = None;
+        for (i, (slot, &leg)) in slots.iter_mut().zip(legs).enumerate() {
+            if i == here {
+                mine = Some(slot);
+            } else {
+                s.spawn(move |_| *slot = Some(run(leg)));
+            }
+        }
+        if let Some(slot) = mine {
+            *slot = Some(run(legs[here]));
+        }
+    });
+    // The scope returns once every spawned leg has filled its slot.
+    slots.into_iter().flatten().collect()
 }
 
 pub(super) fn stored(record: DocRecord) -> Result<StoredDocument> {
