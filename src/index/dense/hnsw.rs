@@ -131,6 +131,10 @@ impl Scratch {
     }
 }
 
+/// How many rows ahead of the one being scored a walk asks the cache for. Measured at 200k × 384
+/// (codes beyond the L3 cache): 3 and 4 took 0.80–0.91× the time of 1; 8 was no better than 1.
+const PREFETCH_AHEAD: usize = 3;
+
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
@@ -525,12 +529,12 @@ impl Graph {
                 let mut ids = std::mem::take(&mut s.ids);
                 self.neighbours(c.node, level, &mut ids);
                 ids.retain(|&n| s.visit(n));
-                if let Some(&first) = ids.first() {
-                    space.prefetch(first);
+                // Rows are far apart in memory: keep the next few loading while one is scored.
+                for &n in ids.iter().take(PREFETCH_AHEAD) {
+                    space.prefetch(n);
                 }
                 for (j, &n) in ids.iter().enumerate() {
-                    // Rows are far apart in memory: load the next while this one is scored.
-                    if let Some(&next) = ids.get(j + 1) {
+                    if let Some(&next) = ids.get(j + PREFETCH_AHEAD) {
                         space.prefetch(next);
                     }
                     let Some(d) = space.distance(q, n) else {
