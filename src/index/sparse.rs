@@ -38,6 +38,10 @@ const MANIFEST_MAGIC: &[u8; 8] = b"HDBSPMAN";
 const MANIFEST_VERSION: u32 = 1;
 /// `apply` flushes once the memory segment holds this many postings.
 const FLUSH_POSTINGS: u64 = 1 << 20;
+/// After a flush, the newest segment is merged into the one before it while that one holds
+/// fewer than this many times its postings: segment sizes then halve from oldest to newest, and
+/// the count stays near log2 of the flushes (a search costs more per segment it visits).
+const MERGE_RATIO: u64 = 2;
 
 /// Postings of documents added since the last flush.
 #[derive(Default)]
@@ -58,6 +62,7 @@ pub(crate) struct SparseIndex {
     mem: MemSegment,
     next_id: u64,
     flush_at: u64,
+    merge_ratio: u64,
 }
 
 impl SparseIndex {
@@ -117,6 +122,7 @@ impl SparseIndex {
             mem: MemSegment::default(),
             next_id: ids.last().map_or(1, |l| l + 1),
             flush_at: if writable { FLUSH_POSTINGS } else { u64::MAX },
+            merge_ratio: MERGE_RATIO,
         })
     }
 
@@ -208,29 +214,55 @@ impl SparseIndex {
         let seg = self.install(written, &path, |_| ids)?;
         self.segments.push(seg);
         self.mem = MemSegment::default();
+        // The flush is durable already; a merge that fails leaves the segments as they were,
+        // and the next flush tries again.
+        let _ = self.merge_tiers();
+        Ok(())
+    }
+
+    /// Merges the newest segment into the one before it while that one is less than
+    /// `merge_ratio` times its size. Deleted documents are kept: `merge` drops them.
+    fn merge_tiers(&mut self) -> Result<()> {
+        while let [.., older, newest] = self.segments.as_slice()
+            && older.postings < self.merge_ratio.saturating_mul(newest.postings)
+        {
+            self.merge_from(self.segments.len() - 2, false, |_| true)?;
+        }
         Ok(())
     }
 
     /// Merges every segment and the memory segment into one, keeping only the documents in
     /// `keep`, switches the manifest to it (recording `pending()`) and deletes the old files.
     pub fn merge(&mut self, keep: &DocSet) -> Result<()> {
-        let mut ids: Vec<u32> = self.segments.iter().flat_map(|s| s.term_ids()).collect();
-        ids.extend(self.mem.terms.keys());
+        self.merge_from(0, true, |d| keep.contains(d))?;
+        self.mem = MemSegment::default();
+        Ok(())
+    }
+
+    /// Replaces the segments from index `from` on (and the memory segment too, with `mem`) by
+    /// one segment of their postings whose documents `keep` takes, or by none if no posting is
+    /// left; switches the manifest (recording `pending()`) and deletes the old files.
+    fn merge_from(&mut self, from: usize, mem: bool, keep: impl Fn(u64) -> bool) -> Result<()> {
+        let (id, path) = self.new_segment_path();
+        let merged = &self.segments[from..];
+        let mut ids: Vec<u32> = merged.iter().flat_map(|s| s.term_ids()).collect();
+        if mem {
+            ids.extend(self.mem.terms.keys());
+        }
         ids.sort_unstable();
         ids.dedup();
-        let (id, path) = self.new_segment_path();
         let written = (|| {
             let mut w = SegmentWriter::create(&path)?;
             let mut list = MemTerm::default();
             for &t in &ids {
                 list.clear();
-                for s in &self.segments {
+                for s in merged {
                     if let Some(p) = s.term(t) {
-                        list.extend_from(&p, |d| keep.contains(d));
+                        list.extend_from(&p, &keep);
                     }
                 }
-                if let Some(m) = self.mem.terms.get(&t) {
-                    list.extend_from(&m, |d| keep.contains(d));
+                if let Some(m) = self.mem.terms.get(&t).filter(|_| mem) {
+                    list.extend_from(&m, &keep);
                 }
                 w.add(t, &list)?;
             }
@@ -243,15 +275,18 @@ impl SparseIndex {
             sync_dir(&self.dir)?;
             Segment::open(&path, id).map(Some)
         })();
-        let seg = self.install(written, &path, |s| s.iter().map(|s| s.id).collect())?;
-        let old = std::mem::replace(&mut self.segments, seg.into_iter().collect());
+        let kept: Vec<u64> = self.segments[..from].iter().map(|s| s.id).collect();
+        let seg = self.install(written, &path, |s| {
+            kept.iter().copied().chain(s.iter().map(|s| s.id)).collect()
+        })?;
+        let old: Vec<Segment> = self.segments.drain(from..).collect();
+        self.segments.extend(seg);
         for s in old {
             let path = s.path.clone();
             drop(s);
             // A file left behind is deleted by the next open.
             let _ = std::fs::remove_file(path);
         }
-        self.mem = MemSegment::default();
         Ok(())
     }
 
@@ -367,6 +402,12 @@ impl SparseIndex {
     #[cfg(test)]
     fn set_flush_threshold(&mut self, postings: u64) {
         self.flush_at = postings;
+    }
+
+    /// 0 turns the merges after a flush off.
+    #[cfg(test)]
+    fn set_merge_ratio(&mut self, ratio: u64) {
+        self.merge_ratio = ratio;
     }
 
     fn new_segment_path(&mut self) -> (u64, PathBuf) {

@@ -139,6 +139,8 @@ fn exact_on_random_data_across_segments_and_merge() {
     let end = docs.last().unwrap().0 + 1;
     let mut idx = SparseIndex::open(tmp.path(), true).unwrap();
     idx.set_flush_threshold(110_000);
+    // Equal segments would be merged after each flush: keep them apart, to search across them.
+    idx.set_merge_ratio(0);
     for (i, chunk) in docs.chunks(250).enumerate() {
         let next = chunk.last().unwrap().0 + 1;
         add_all(&mut idx, chunk, i as u64 + 1, next);
@@ -298,7 +300,8 @@ fn persistence_and_commit_points() {
     }
     let mut idx = SparseIndex::open(tmp.path(), true).unwrap();
     assert_eq!(idx.committed(), (5, 400));
-    assert_eq!(idx.segments(), 2);
+    // The second flush was as large as the first: the two were merged.
+    assert_eq!(idx.segments(), 1);
     assert_exact(&idx, &docs[..400], &queries, &all(500), &[10]);
     add_all(&mut idx, &docs[400..], 6, 500);
     assert_exact(&idx, &docs, &queries, &all(500), &[10]);
@@ -306,7 +309,7 @@ fn persistence_and_commit_points() {
     idx.flush().unwrap();
     drop(idx);
     let idx = SparseIndex::open(tmp.path(), true).unwrap();
-    assert_eq!((idx.committed(), idx.segments()), ((7, 520), 3));
+    assert_eq!((idx.committed(), idx.segments()), ((7, 520), 2));
     assert_exact(&idx, &docs, &queries, &all(500), &[10]);
     // An orphan segment (a crash before the manifest) is removed on open.
     let orphan = tmp.path().join("seg-77.spx");
@@ -314,7 +317,58 @@ fn persistence_and_commit_points() {
     drop(idx);
     let idx = SparseIndex::open(tmp.path(), true).unwrap();
     assert!(!orphan.exists());
-    assert_eq!(idx.segments(), 3);
+    assert_eq!(idx.segments(), 2);
+}
+
+#[test]
+fn flushes_merge_into_a_logarithmic_number_of_segments() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rng = Rng(11);
+    let vocab = Vocab::new(5000, 1.0);
+    let docs: Vec<(u64, SparseVector)> = corpus(&mut rng, &vocab, 2400, 20, 60)
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| (i as u64, v))
+        .collect();
+    let queries: Vec<SparseVector> = (0..40).map(|_| vocab.vector(&mut rng, 15, true)).collect();
+    let mut idx = SparseIndex::open(tmp.path(), true).unwrap();
+    let mut most = 0;
+    for (i, chunk) in docs.chunks(50).enumerate() {
+        add_all(&mut idx, chunk, i as u64 + 1, chunk.last().unwrap().0 + 1);
+        idx.flush().unwrap();
+        // Sizes at least halve from one segment to the next, so 48 flushes leave at most
+        // log2(48) + 1 = 6 of them, in document order.
+        let sizes: Vec<u64> = idx.segments.iter().map(|s| s.postings).collect();
+        assert!(
+            sizes.windows(2).all(|p| p[0] >= 2 * p[1]),
+            "after flush {i}: {sizes:?}"
+        );
+        assert!(idx.segments.windows(2).all(|p| p[0].max_doc < p[1].min_doc));
+        most = most.max(sizes.len());
+    }
+    assert!((2..=6).contains(&most), "{most} segments at most");
+    assert_eq!(
+        idx.postings(),
+        docs.iter().map(|d| d.1.indices().len() as u64).sum::<u64>()
+    );
+    assert_exact(&idx, &docs, &queries, &all(2400), &[1, 10, 100]);
+    // The manifest names the merged segments; the replaced files are gone.
+    let segments = idx.segments();
+    drop(idx);
+    let files = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "spx")
+        })
+        .count();
+    assert_eq!(files, segments);
+    let idx = SparseIndex::open(tmp.path(), true).unwrap();
+    assert_eq!((idx.committed(), idx.segments()), ((48, 2400), segments));
+    assert_exact(&idx, &docs, &queries, &all(2400), &[10]);
 }
 
 /// Builds a one-segment index and returns its directory and the segment's path.
