@@ -332,6 +332,7 @@ impl Database {
         if let Some(s) = self.inner.sparse_mut().as_mut() {
             s.flush()?;
         }
+        crate::index::sparse::merge_tiers(&self.inner.sparse)?;
         let dense = self.inner.dense.read().unwrap_or_else(|p| p.into_inner());
         match dense.as_ref() {
             Some(d) if d.dirty() => d.dump(),

@@ -295,6 +295,11 @@ fn apply_derived(
         .and_then(|()| write.text.apply(&adds, removed, seq, state.next_doc));
     failpoint("commit:before-publish")?;
     inner.publish(write, *state, Arc::new(live), with_dense)?;
+    // Searches keep running on the old sparse segments while a flush's new one is merged; a
+    // failed merge changes nothing and is tried again after the next flush.
+    if sparse_result.is_ok() {
+        let _ = crate::index::sparse::merge_tiers(&inner.sparse);
+    }
     dense_result?;
     sparse_result?;
     text_result

@@ -21,6 +21,7 @@ mod tests;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::RwLock;
 
 use self::search::{Collector, Cursor, search_lists};
 use self::segment::{MemTerm, Postings, Segment, SegmentWriter, u32_at, u64_at};
@@ -39,8 +40,8 @@ const MANIFEST_VERSION: u32 = 1;
 /// `apply` flushes once the memory segment holds this many postings.
 const FLUSH_POSTINGS: u64 = 1 << 20;
 /// After a flush, the newest segment is merged into the one before it while that one holds
-/// fewer than this many times its postings: segment sizes then halve from oldest to newest, and
-/// the count stays near log2 of the flushes (a search costs more per segment it visits).
+/// fewer than this many times its postings: segment sizes then at least halve from oldest to
+/// newest, so n equal flushes leave at most log2(n) + 1 segments (a search pays per segment).
 const MERGE_RATIO: u64 = 2;
 
 /// Postings of documents added since the last flush.
@@ -62,7 +63,6 @@ pub(crate) struct SparseIndex {
     mem: MemSegment,
     next_id: u64,
     flush_at: u64,
-    merge_ratio: u64,
 }
 
 impl SparseIndex {
@@ -122,7 +122,6 @@ impl SparseIndex {
             mem: MemSegment::default(),
             next_id: ids.last().map_or(1, |l| l + 1),
             flush_at: if writable { FLUSH_POSTINGS } else { u64::MAX },
-            merge_ratio: MERGE_RATIO,
         })
     }
 
@@ -193,7 +192,7 @@ impl SparseIndex {
         if self.mem.postings == 0 {
             if self.pending != self.committed {
                 let ids: Vec<u64> = self.segments.iter().map(|s| s.id).collect();
-                self.commit_manifest(&ids)?;
+                self.commit_manifest(&ids, self.pending)?;
             }
             return Ok(());
         }
@@ -211,39 +210,44 @@ impl SparseIndex {
         })();
         let mut ids: Vec<u64> = self.segments.iter().map(|s| s.id).collect();
         ids.push(id);
-        let seg = self.install(written, &path, |_| ids)?;
+        let seg = self.install(written, &path, self.pending, |_| ids)?;
         self.segments.push(seg);
         self.mem = MemSegment::default();
-        // The flush is durable already; a merge that fails leaves the segments as they were,
-        // and the next flush tries again.
-        let _ = self.merge_tiers();
         Ok(())
     }
 
-    /// Merges the newest segment into the one before it while that one is less than
-    /// `merge_ratio` times its size. Deleted documents are kept: `merge` drops them.
-    fn merge_tiers(&mut self) -> Result<()> {
-        while let [.., older, newest] = self.segments.as_slice()
-            && older.postings < self.merge_ratio.saturating_mul(newest.postings)
-        {
-            self.merge_from(self.segments.len() - 2, false, |_| true)?;
+    /// The index of the segment the newest one should merge with: the one before it, when that
+    /// one holds fewer than [`MERGE_RATIO`] times its postings.
+    fn tier_merge_from(&self) -> Option<usize> {
+        match self.segments.as_slice() {
+            [.., older, newest] if older.postings < MERGE_RATIO.saturating_mul(newest.postings) => {
+                Some(self.segments.len() - 2)
+            }
+            _ => None,
         }
-        Ok(())
     }
 
     /// Merges every segment and the memory segment into one, keeping only the documents in
     /// `keep`, switches the manifest to it (recording `pending()`) and deletes the old files.
     pub fn merge(&mut self, keep: &DocSet) -> Result<()> {
-        self.merge_from(0, true, |d| keep.contains(d))?;
+        let (id, path) = self.new_segment_path();
+        let written = self.write_merged(0, true, |d| keep.contains(d), id, &path);
+        self.finish_merge(0, written, &path, self.pending)?;
         self.mem = MemSegment::default();
         Ok(())
     }
 
-    /// Replaces the segments from index `from` on (and the memory segment too, with `mem`) by
-    /// one segment of their postings whose documents `keep` takes, or by none if no posting is
-    /// left; switches the manifest (recording `pending()`) and deletes the old files.
-    fn merge_from(&mut self, from: usize, mem: bool, keep: impl Fn(u64) -> bool) -> Result<()> {
-        let (id, path) = self.new_segment_path();
+    /// Writes segment `id` at `path` from the postings of the segments from index `from` on
+    /// (and of the memory segment, with `mem`) whose documents `keep` takes; `None` if no
+    /// posting is left. Reads only, so searches may run meanwhile.
+    fn write_merged(
+        &self,
+        from: usize,
+        mem: bool,
+        keep: impl Fn(u64) -> bool,
+        id: u64,
+        path: &Path,
+    ) -> Result<Option<Segment>> {
         let merged = &self.segments[from..];
         let mut ids: Vec<u32> = merged.iter().flat_map(|s| s.term_ids()).collect();
         if mem {
@@ -251,32 +255,45 @@ impl SparseIndex {
         }
         ids.sort_unstable();
         ids.dedup();
-        let written = (|| {
-            let mut w = SegmentWriter::create(&path)?;
-            let mut list = MemTerm::default();
-            for &t in &ids {
-                list.clear();
-                for s in merged {
-                    if let Some(p) = s.term(t) {
-                        list.extend_from(&p, &keep);
-                    }
+        let mut w = SegmentWriter::create(path)?;
+        let mut list = MemTerm::default();
+        for &t in &ids {
+            list.clear();
+            for s in merged {
+                if let Some(p) = s.term(t) {
+                    list.extend_from(&p, &keep);
                 }
-                if let Some(m) = self.mem.terms.get(&t).filter(|_| mem) {
-                    list.extend_from(&m, &keep);
-                }
-                w.add(t, &list)?;
             }
-            let empty = w.postings() == 0;
-            w.finish()?;
-            if empty {
-                std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
-                return Ok(None);
+            if let Some(m) = self.mem.terms.get(&t).filter(|_| mem) {
+                list.extend_from(&m, &keep);
             }
-            sync_dir(&self.dir)?;
-            Segment::open(&path, id).map(Some)
-        })();
+            w.add(t, &list)?;
+        }
+        let empty = w.postings() == 0;
+        w.finish()?;
+        if empty {
+            std::fs::remove_file(path).map_err(|e| Error::io(path, e))?;
+            return Ok(None);
+        }
+        sync_dir(&self.dir)?;
+        Segment::open(path, id).map(Some)
+    }
+
+    /// Replaces the segments from index `from` on by what [`write_merged`] wrote: switches the
+    /// manifest, recording that the segments cover `covers` (`(seq, next_doc)`: `pending()`
+    /// only if the memory segment was merged too), and deletes the old files. On failure
+    /// nothing changes and the new file is removed.
+    ///
+    /// [`write_merged`]: Self::write_merged
+    fn finish_merge(
+        &mut self,
+        from: usize,
+        written: Result<Option<Segment>>,
+        path: &Path,
+        covers: (u64, u64),
+    ) -> Result<()> {
         let kept: Vec<u64> = self.segments[..from].iter().map(|s| s.id).collect();
-        let seg = self.install(written, &path, |s| {
+        let seg = self.install(written, path, covers, |s| {
             kept.iter().copied().chain(s.iter().map(|s| s.id)).collect()
         })?;
         let old: Vec<Segment> = self.segments.drain(from..).collect();
@@ -404,12 +421,6 @@ impl SparseIndex {
         self.flush_at = postings;
     }
 
-    /// 0 turns the merges after a flush off.
-    #[cfg(test)]
-    fn set_merge_ratio(&mut self, ratio: u64) {
-        self.merge_ratio = ratio;
-    }
-
     fn new_segment_path(&mut self) -> (u64, PathBuf) {
         let id = self.next_id;
         self.next_id += 1;
@@ -417,26 +428,59 @@ impl SparseIndex {
     }
 
     /// Finishes a flush or merge: once `written` succeeded, records the segment ids that `ids`
-    /// gives and `pending()` in the manifest; on any failure removes the new file.
+    /// gives and `covers` in the manifest; on any failure removes the new file.
     fn install<T>(
         &mut self,
         written: Result<T>,
         path: &Path,
+        covers: (u64, u64),
         ids: impl FnOnce(&T) -> Vec<u64>,
     ) -> Result<T> {
-        let done = written.and_then(|seg| self.commit_manifest(&ids(&seg)).map(|()| seg));
+        let done = written.and_then(|seg| self.commit_manifest(&ids(&seg), covers).map(|()| seg));
         if done.is_err() {
             let _ = std::fs::remove_file(path);
         }
         done
     }
 
-    fn commit_manifest(&mut self, ids: &[u64]) -> Result<()> {
-        let (seq, next_doc) = self.pending;
+    /// Writes the manifest: segments `ids`, covering the commits up to `covers`.
+    fn commit_manifest(&mut self, ids: &[u64], covers: (u64, u64)) -> Result<()> {
+        let (seq, next_doc) = covers;
         crate::fsio::failpoint("sparse:before-manifest")?;
         write_manifest(&self.dir.join(MANIFEST), seq, next_doc, ids)?;
-        self.committed = self.pending;
+        self.committed = covers;
         Ok(())
+    }
+}
+
+/// Merges the newest segments of the index in `lock` after a flush (see [`MERGE_RATIO`]),
+/// building each merged segment under the read lock so that searches do not wait for it; the
+/// write lock is taken only to reserve the segment's id and to switch to it. Callers must
+/// serialize every change to the index (the database's write side does). A failed merge
+/// leaves the segments as they were.
+pub(crate) fn merge_tiers(lock: &RwLock<Option<SparseIndex>>) -> Result<()> {
+    let write = || lock.write().unwrap_or_else(|p| p.into_inner());
+    loop {
+        let (from, id, path) = {
+            let mut index = write();
+            let Some(idx) = index.as_mut() else {
+                return Ok(());
+            };
+            let Some(from) = idx.tier_merge_from() else {
+                return Ok(());
+            };
+            let (id, path) = idx.new_segment_path();
+            (from, id, path)
+        };
+        let written = match lock.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            Some(idx) => idx.write_merged(from, false, |_| true, id, &path),
+            None => return Ok(()),
+        };
+        if let Some(idx) = write().as_mut() {
+            // The memory segment was not merged: the manifest covers what it did before.
+            let covers = idx.committed;
+            idx.finish_merge(from, written, &path, covers)?;
+        }
     }
 }
 

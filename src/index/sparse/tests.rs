@@ -139,8 +139,6 @@ fn exact_on_random_data_across_segments_and_merge() {
     let end = docs.last().unwrap().0 + 1;
     let mut idx = SparseIndex::open(tmp.path(), true).unwrap();
     idx.set_flush_threshold(110_000);
-    // Equal segments would be merged after each flush: keep them apart, to search across them.
-    idx.set_merge_ratio(0);
     for (i, chunk) in docs.chunks(250).enumerate() {
         let next = chunk.last().unwrap().0 + 1;
         add_all(&mut idx, chunk, i as u64 + 1, next);
@@ -300,8 +298,7 @@ fn persistence_and_commit_points() {
     }
     let mut idx = SparseIndex::open(tmp.path(), true).unwrap();
     assert_eq!(idx.committed(), (5, 400));
-    // The second flush was as large as the first: the two were merged.
-    assert_eq!(idx.segments(), 1);
+    assert_eq!(idx.segments(), 2);
     assert_exact(&idx, &docs[..400], &queries, &all(500), &[10]);
     add_all(&mut idx, &docs[400..], 6, 500);
     assert_exact(&idx, &docs, &queries, &all(500), &[10]);
@@ -309,7 +306,7 @@ fn persistence_and_commit_points() {
     idx.flush().unwrap();
     drop(idx);
     let idx = SparseIndex::open(tmp.path(), true).unwrap();
-    assert_eq!((idx.committed(), idx.segments()), ((7, 520), 2));
+    assert_eq!((idx.committed(), idx.segments()), ((7, 520), 3));
     assert_exact(&idx, &docs, &queries, &all(500), &[10]);
     // An orphan segment (a crash before the manifest) is removed on open.
     let orphan = tmp.path().join("seg-77.spx");
@@ -317,7 +314,7 @@ fn persistence_and_commit_points() {
     drop(idx);
     let idx = SparseIndex::open(tmp.path(), true).unwrap();
     assert!(!orphan.exists());
-    assert_eq!(idx.segments(), 2);
+    assert_eq!(idx.segments(), 3);
 }
 
 #[test]
@@ -331,11 +328,16 @@ fn flushes_merge_into_a_logarithmic_number_of_segments() {
         .map(|(i, v)| (i as u64, v))
         .collect();
     let queries: Vec<SparseVector> = (0..40).map(|_| vocab.vector(&mut rng, 15, true)).collect();
-    let mut idx = SparseIndex::open(tmp.path(), true).unwrap();
+    let lock = std::sync::RwLock::new(Some(SparseIndex::open(tmp.path(), true).unwrap()));
     let mut most = 0;
     for (i, chunk) in docs.chunks(50).enumerate() {
-        add_all(&mut idx, chunk, i as u64 + 1, chunk.last().unwrap().0 + 1);
-        idx.flush().unwrap();
+        if let Some(idx) = lock.write().unwrap().as_mut() {
+            add_all(idx, chunk, i as u64 + 1, chunk.last().unwrap().0 + 1);
+            idx.flush().unwrap();
+        }
+        super::merge_tiers(&lock).unwrap();
+        let index = lock.read().unwrap();
+        let idx = index.as_ref().unwrap();
         // Sizes at least halve from one segment to the next, so 48 flushes leave at most
         // log2(48) + 1 = 6 of them, in document order.
         let sizes: Vec<u64> = idx.segments.iter().map(|s| s.postings).collect();
@@ -346,6 +348,7 @@ fn flushes_merge_into_a_logarithmic_number_of_segments() {
         assert!(idx.segments.windows(2).all(|p| p[0].max_doc < p[1].min_doc));
         most = most.max(sizes.len());
     }
+    let idx = lock.into_inner().unwrap().unwrap();
     assert!((2..=6).contains(&most), "{most} segments at most");
     assert_eq!(
         idx.postings(),
@@ -584,4 +587,37 @@ fn exact_on_korquad() {
     recall /= queries.len() as f64;
     eprintln!("korquad sparse R@10 = {recall:.4}");
     assert!(recall > 0.8, "R@10 {recall}");
+}
+
+#[test]
+fn a_merge_does_not_claim_the_memory_segment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rng = Rng(13);
+    let vocab = Vocab::new(3000, 1.0);
+    let docs: Vec<(u64, SparseVector)> = corpus(&mut rng, &vocab, 300, 20, 40)
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| (i as u64, v))
+        .collect();
+    let queries: Vec<SparseVector> = (0..20).map(|_| vocab.vector(&mut rng, 10, true)).collect();
+    let lock = std::sync::RwLock::new(Some(SparseIndex::open(tmp.path(), true).unwrap()));
+    if let Some(idx) = lock.write().unwrap().as_mut() {
+        // Two equal segments (a merge is due), then documents only in memory.
+        add_all(idx, &docs[..100], 1, 100);
+        idx.flush().unwrap();
+        add_all(idx, &docs[100..200], 2, 200);
+        idx.flush().unwrap();
+        add_all(idx, &docs[200..], 3, 300);
+    }
+    super::merge_tiers(&lock).unwrap();
+    let idx = lock.into_inner().unwrap().unwrap();
+    assert_eq!(idx.segments(), 1);
+    assert_eq!((idx.committed(), idx.pending()), ((2, 200), (3, 300)));
+    assert_exact(&idx, &docs, &queries, &all(300), &[10]);
+    drop(idx);
+    // The memory segment is lost with the process; the manifest must not say otherwise.
+    let mut idx = SparseIndex::open(tmp.path(), true).unwrap();
+    assert_eq!(idx.committed(), (2, 200));
+    add_all(&mut idx, &docs[200..], 3, 300);
+    assert_exact(&idx, &docs, &queries, &all(300), &[10]);
 }
