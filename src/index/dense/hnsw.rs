@@ -1049,9 +1049,8 @@ mod tests {
             let n = r.varint().unwrap();
             v1.extend_from_slice(&n.to_le_bytes());
             let mut id = 0;
-            for i in 0..n {
-                let x = r.varint().unwrap();
-                id = if i == 0 { x } else { id + x };
+            for _ in 0..n {
+                id += r.varint().unwrap();
                 v1.extend_from_slice(&id.to_le_bytes());
             }
         }

@@ -119,6 +119,11 @@ fn assert_exact(
     }
 }
 
+/// The vectors as documents 0, 1, 2, …
+fn numbered(vectors: Vec<SparseVector>) -> Vec<(u64, SparseVector)> {
+    (0..).zip(vectors).collect()
+}
+
 fn add_all(idx: &mut SparseIndex, docs: &[(u64, SparseVector)], seq: u64, next_doc: u64) {
     let adds: Vec<(u64, &SparseVector)> = docs.iter().map(|(d, v)| (*d, v)).collect();
     idx.apply(&adds, seq, next_doc).expect("apply");
@@ -276,11 +281,7 @@ fn persistence_and_commit_points() {
     let tmp = tempfile::tempdir().unwrap();
     let mut rng = Rng(3);
     let vocab = Vocab::new(5000, 1.0);
-    let docs: Vec<(u64, SparseVector)> = corpus(&mut rng, &vocab, 500, 20, 60)
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| (i as u64, v))
-        .collect();
+    let docs = numbered(corpus(&mut rng, &vocab, 500, 20, 60));
     let queries: Vec<SparseVector> = (0..30).map(|_| vocab.vector(&mut rng, 20, true)).collect();
     {
         let mut idx = SparseIndex::open(tmp.path(), true).unwrap();
@@ -322,11 +323,7 @@ fn flushes_merge_into_a_logarithmic_number_of_segments() {
     let tmp = tempfile::tempdir().unwrap();
     let mut rng = Rng(11);
     let vocab = Vocab::new(5000, 1.0);
-    let docs: Vec<(u64, SparseVector)> = corpus(&mut rng, &vocab, 2400, 20, 60)
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| (i as u64, v))
-        .collect();
+    let docs = numbered(corpus(&mut rng, &vocab, 2400, 20, 60));
     let queries: Vec<SparseVector> = (0..40).map(|_| vocab.vector(&mut rng, 15, true)).collect();
     let lock = std::sync::RwLock::new(Some(SparseIndex::open(tmp.path(), true).unwrap()));
     let mut most = 0;
@@ -379,11 +376,7 @@ fn one_segment() -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let mut rng = Rng(5);
     let vocab = Vocab::new(3000, 1.0);
-    let docs: Vec<(u64, SparseVector)> = corpus(&mut rng, &vocab, 300, 10, 40)
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| (i as u64, v))
-        .collect();
+    let docs = numbered(corpus(&mut rng, &vocab, 300, 10, 40));
     let mut idx = SparseIndex::open(tmp.path(), true).unwrap();
     add_all(&mut idx, &docs, 1, 300);
     idx.flush().unwrap();
@@ -470,11 +463,7 @@ fn pruning_skips_most_postings() {
     let tmp = tempfile::tempdir().unwrap();
     let mut rng = Rng(21);
     let vocab = Vocab::new(30_000, 1.0);
-    let docs: Vec<(u64, SparseVector)> = corpus(&mut rng, &vocab, 20_000, 50, 150)
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| (i as u64, v))
-        .collect();
+    let docs = numbered(corpus(&mut rng, &vocab, 20_000, 50, 150));
     let mut idx = SparseIndex::open(tmp.path(), true).unwrap();
     add_all(&mut idx, &docs, 1, 20_000);
     idx.flush().unwrap();
@@ -542,11 +531,7 @@ fn exact_on_korquad() {
     };
     let corpus = read_sparse(&dir.join("corpus.sparse.jsonl"));
     let queries = read_sparse(&dir.join("queries.sparse.jsonl"));
-    let docs: Vec<(u64, SparseVector)> = corpus
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| (i as u64, v))
-        .collect();
+    let docs = numbered(corpus);
     let n = docs.len() as u64;
     let tmp = tempfile::tempdir().unwrap();
     let mut idx = SparseIndex::open(tmp.path(), true).unwrap();
@@ -594,11 +579,7 @@ fn a_merge_does_not_claim_the_memory_segment() {
     let tmp = tempfile::tempdir().unwrap();
     let mut rng = Rng(13);
     let vocab = Vocab::new(3000, 1.0);
-    let docs: Vec<(u64, SparseVector)> = corpus(&mut rng, &vocab, 300, 20, 40)
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| (i as u64, v))
-        .collect();
+    let docs = numbered(corpus(&mut rng, &vocab, 300, 20, 40));
     let queries: Vec<SparseVector> = (0..20).map(|_| vocab.vector(&mut rng, 10, true)).collect();
     let lock = std::sync::RwLock::new(Some(SparseIndex::open(tmp.path(), true).unwrap()));
     if let Some(idx) = lock.write().unwrap().as_mut() {
