@@ -254,7 +254,7 @@ pub fn store_record(data: &[u8]) {
         let crc = crc32fast::hash(&rec);
         rec.extend_from_slice(&crc.to_le_bytes());
     }
-    if let Ok(d) = store::decode::<store::DocRecord>(&rec, "document") {
+    if let Ok(d) = store::decode_doc(&rec) {
         let _ = serde_json::from_str::<serde_json::Value>(&d.metadata);
         if let Some(v) = d.sparse {
             let _ = SparseVector::new(v.indices().to_vec(), v.values().to_vec());
@@ -669,6 +669,13 @@ pub fn write_seed_corpora(fixtures: &Path, out: &Path) -> Result<()> {
                 (store::encode(&state)?, postcard::to_allocvec(&state)),
                 (store::encode(&schema)?, postcard::to_allocvec(&schema)),
             ];
+            let long = store::DocRecord {
+                text: record.text.repeat(20),
+                ..record.clone()
+            };
+            for r in [&record, &long] {
+                seed("store_record", &pack(0, None, &[&store::encode_doc(r)?]))?;
+            }
             for (stored, plain) in records {
                 seed("store_record", &pack(0, None, &[&stored]))?;
                 if let Ok(plain) = plain {

@@ -163,8 +163,16 @@ impl Database {
             Store::Rw(open_store(&store_path, existed)?)
         };
         let meta = match &store {
-            Store::Rw(db) => store::read_meta(db)?,
-            Store::Ro(db) => store::read_meta(db)?,
+            Store::Rw(db) => {
+                let meta = store::read_meta(db)?;
+                if let Some((_, _, format)) = meta
+                    && format < store::STORE_VERSION
+                {
+                    store::raise_format(db)?;
+                }
+                meta.map(|(schema, state, _)| (schema, state))
+            }
+            Store::Ro(db) => store::read_meta(db)?.map(|(schema, state, _)| (schema, state)),
         };
         let (schema, state) = match (meta, create) {
             (Some((schema, state)), Some(wanted)) => {

@@ -260,7 +260,7 @@ impl Database {
                         _ => 0.0,
                     };
                     let s_sparse = match &query.sparse {
-                        Some(q) => store::get_doc(&table, f.doc)?
+                        Some(q) => store::get_head(&table, f.doc)?
                             .and_then(|r| r.sparse)
                             .map_or(0.0, |v| q.dot(&v)),
                         None => 0.0,
@@ -288,10 +288,17 @@ impl Database {
         let docs = snap.read.open_table(DOCS)?;
         let mut hits = Vec::with_capacity(fused.len());
         for f in fused {
-            let Some(record) = store::get_doc(&docs, f.doc)? else {
-                continue;
+            let (id, document) = if fetch {
+                let Some(record) = store::get_doc(&docs, f.doc)? else {
+                    continue;
+                };
+                (record.id.clone(), Some(stored(record)?))
+            } else {
+                let Some(head) = store::get_head(&docs, f.doc)? else {
+                    continue;
+                };
+                (head.id, None)
             };
-            let id = record.id.clone();
             hits.push(Hit {
                 id,
                 score: f.score,
@@ -300,7 +307,7 @@ impl Database {
                     .into_iter()
                     .map(|(leg, rank, score)| LegScore { leg, rank, score })
                     .collect(),
-                document: if fetch { Some(stored(record)?) } else { None },
+                document,
             });
         }
         Ok(hits)

@@ -145,7 +145,7 @@ impl Database {
                     store_path.clone(),
                     format!("live document {doc} has no record"),
                 ),
-                Some(bytes) => match store::decode::<DocRecord>(bytes.value(), "document") {
+                Some(bytes) => match store::decode_doc(bytes.value()) {
                     Ok(r) => {
                         live.insert(doc, (r, flags.value()));
                     }

@@ -169,7 +169,7 @@ impl<'db> Writer<'db> {
                         seq,
                         sparse: d.sparse.clone(),
                     };
-                    docs.insert(doc, store::encode(&record)?.as_slice())?;
+                    docs.insert(doc, store::encode_doc(&record)?.as_slice())?;
                     ids.insert(id, doc)?;
                     let mut flags = 0;
                     if d.dense.is_some() {

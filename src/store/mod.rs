@@ -8,9 +8,16 @@ use crate::document::SparseVector;
 use crate::error::{Error, Result};
 use crate::schema::Schema;
 
+mod record;
+
+pub(crate) use record::{DocHead, decode_head, encode as encode_doc};
+
 /// Format version of the store's records and tables. Version 2 added the CRC-32 after every
-/// postcard record.
-pub(crate) const STORE_VERSION: u32 = 2;
+/// postcard record; version 3 compresses document strings and gap-codes sparse ids.
+pub(crate) const STORE_VERSION: u32 = 3;
+/// The oldest format this build reads. A writable open raises it to [`STORE_VERSION`] (its
+/// records stay readable), so that older builds do not meet records they cannot read.
+const OLDEST_READABLE: u32 = 2;
 
 /// The store's file name, named in corruption errors.
 pub(crate) const STORE_FILE: &str = "docs.redb";
@@ -76,7 +83,7 @@ pub(crate) fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &str) -> Res
 }
 
 /// Reads version, schema and state. `Ok(None)` when the store was never initialized.
-pub(crate) fn read_meta(db: &impl ReadableDatabase) -> Result<Option<(Schema, State)>> {
+pub(crate) fn read_meta(db: &impl ReadableDatabase) -> Result<Option<(Schema, State, u32)>> {
     let txn = db.begin_read()?;
     let table = match txn.open_table(META) {
         Ok(t) => t,
@@ -91,10 +98,10 @@ pub(crate) fn read_meta(db: &impl ReadableDatabase) -> Result<Option<(Schema, St
         v.try_into()
             .map_err(|_| Error::corrupted(STORE_FILE, "format record is not 4 bytes"))?,
     );
-    if version != STORE_VERSION {
+    if !(OLDEST_READABLE..=STORE_VERSION).contains(&version) {
         return Err(Error::Store(format!(
             "store format version {version} is not supported (this build reads \
-             {STORE_VERSION}); re-ingest the documents into a new database"
+             {OLDEST_READABLE} to {STORE_VERSION}); re-ingest the documents into a new database"
         )));
     }
     let schema: Schema = match table.get("schema")? {
@@ -105,7 +112,17 @@ pub(crate) fn read_meta(db: &impl ReadableDatabase) -> Result<Option<(Schema, St
         Some(s) => decode(s.value(), "state")?,
         None => return Err(Error::corrupted(STORE_FILE, "state record missing")),
     };
-    Ok(Some((schema, state)))
+    Ok(Some((schema, state, version)))
+}
+
+/// Marks a store of an older readable format as [`STORE_VERSION`], before this build writes
+/// records in that format.
+pub(crate) fn raise_format(db: &redb::Database) -> Result<()> {
+    let txn = db.begin_write()?;
+    txn.open_table(META)?
+        .insert("format", STORE_VERSION.to_le_bytes().as_slice())?;
+    txn.commit()?;
+    Ok(())
 }
 
 /// Creates every table and writes the initial records.
@@ -142,7 +159,18 @@ pub(crate) fn get_doc(
     doc: u64,
 ) -> Result<Option<DocRecord>> {
     match table.get(doc)? {
-        Some(v) => Ok(Some(decode(v.value(), "document")?)),
+        Some(v) => Ok(Some(record::decode(v.value())?)),
+        None => Ok(None),
+    }
+}
+
+/// Reads one document record's id and sparse weights, leaving its strings undecoded.
+pub(crate) fn get_head(
+    table: &impl ReadableTable<u64, &'static [u8]>,
+    doc: u64,
+) -> Result<Option<DocHead>> {
+    match table.get(doc)? {
+        Some(v) => Ok(Some(decode_head(v.value())?)),
         None => Ok(None),
     }
 }
@@ -153,7 +181,12 @@ pub(crate) fn docs_from(txn: &redb::ReadTransaction, from: u64) -> Result<Vec<(u
     let mut out = Vec::new();
     for row in table.range(from..)? {
         let (doc, bytes) = row?;
-        out.push((doc.value(), decode(bytes.value(), "document")?));
+        out.push((doc.value(), record::decode(bytes.value())?));
     }
     Ok(out)
+}
+
+/// Decodes a document record of any readable format.
+pub(crate) fn decode_doc(bytes: &[u8]) -> Result<DocRecord> {
+    record::decode(bytes)
 }
