@@ -331,21 +331,37 @@ impl Database {
     }
 
     /// Writes the sparse index's memory segment and the HNSW graph to disk, so the next open
-    /// need not rebuild them from the store. Also done when the database is dropped.
+    /// need not rebuild them from the store (also done when the database is dropped), and
+    /// waits for the text index's background merges, deleting the files they replaced.
     pub fn checkpoint(&self) -> Result<()> {
         if self.inner.read_only {
             return Err(Error::ReadOnly);
         }
-        let _write = self.inner.lock_write();
+        let mut write = self.inner.lock_write();
         if let Some(s) = self.inner.sparse_mut().as_mut() {
             s.flush()?;
         }
         crate::index::sparse::merge_tiers(&self.inner.sparse)?;
-        let dense = self.inner.dense.read().unwrap_or_else(|p| p.into_inner());
-        match dense.as_ref() {
-            Some(d) if d.dirty() => d.dump(),
-            _ => Ok(()),
+        {
+            let dense = self.inner.dense.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(d) = dense.as_ref().filter(|d| d.dirty()) {
+                d.dump()?;
+            }
         }
+        // Text merges run in the background; a checkpoint waits for them, lets readers move to
+        // the merged segments and deletes the old ones' files.
+        write.text.settle()?;
+        self.republish(&write)?;
+        write.text.collect_garbage()
+    }
+
+    /// Publishes the current state again, so that new readers see the indexes' files as they
+    /// are now (after merges) and release the old ones.
+    fn republish(&self, write: &WriteSide) -> Result<()> {
+        let snap = self.inner.snapshot();
+        let (state, live, with_dense) = (snap.state, snap.live.clone(), snap.with_dense.clone());
+        drop(snap);
+        self.inner.publish(write, state, live, with_dense)
     }
 
     /// Rebuilds the HNSW graph without deleted documents, merges the text index's segments and
@@ -376,12 +392,9 @@ impl Database {
             tomb.retain(|_, seq| seq > applied)?;
         }
         txn.commit()?;
-        self.inner.publish(
-            &write,
-            snap.state,
-            snap.live.clone(),
-            snap.with_dense.clone(),
-        )
+        drop(snap);
+        self.republish(&write)?;
+        write.text.collect_garbage()
     }
 
     /// Counts and on-disk size.
@@ -505,6 +518,9 @@ impl Drop for Inner {
             && d.dirty()
         {
             let _ = d.dump();
+        }
+        if let Ok(write) = self.write.get_mut() {
+            write.text.finish_merges();
         }
     }
 }

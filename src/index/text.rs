@@ -10,6 +10,7 @@ use std::collections::BinaryHeap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use tantivy::indexer::LogMergePolicy;
 use tantivy::query::{AllQuery, BooleanQuery, EnableScoring, Occur, Query, TermQuery};
 use tantivy::schema::{
     Field, FieldType, IndexRecordOption, JsonObjectOptions, NumericOptions, Schema,
@@ -251,8 +252,7 @@ impl TextIndex {
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
             .try_into()?;
-        let writer = writable.then(|| index.writer(WRITER_HEAP)).transpose();
-        let writer = writer.map_err(|e| lock_error(e, dir))?;
+        let writer = writable.then(|| new_writer(&index, dir)).transpose()?;
         Ok(TextIndex {
             dir: dir.to_path_buf(),
             index,
@@ -345,24 +345,44 @@ impl TextIndex {
         Ok(())
     }
 
-    /// Merges all segments into one (dropping deleted documents) and removes unused files.
-    pub fn merge_all(&mut self) -> Result<()> {
+    /// Waits for the background merges to finish, then reloads the reader so that it sees
+    /// their results.
+    pub fn settle(&mut self) -> Result<()> {
         let old = self.writer.take().ok_or(Error::ReadOnly)?;
-        // Background merges must finish first: merging a segment twice is an error.
         let waited = old.wait_merging_threads();
-        let new = self.index.writer(WRITER_HEAP);
-        let writer = self
-            .writer
-            .insert(new.map_err(|e| lock_error(e, &self.dir))?);
+        self.writer = Some(new_writer(&self.index, &self.dir)?);
         waited?;
+        self.reader.reload()?;
+        Ok(())
+    }
+
+    /// Merges all segments into one (dropping deleted documents).
+    pub fn merge_all(&mut self) -> Result<()> {
+        // Background merges must finish first: merging a segment twice is an error.
+        self.settle()?;
+        let writer = self.writer.as_mut().ok_or(Error::ReadOnly)?;
         let metas = self.index.searchable_segment_metas()?;
         if metas.len() > 1 || metas.iter().any(|m| m.has_deletes()) {
             let ids: Vec<_> = metas.iter().map(|m| m.id()).collect();
             writer.merge(&ids).wait()?;
         }
-        writer.garbage_collect_files().wait()?;
         self.reader.reload()?;
         Ok(())
+    }
+
+    /// Deletes the files of segments that were merged away. Files that a searcher still holds
+    /// (an older snapshot's) stay until a later call.
+    pub fn collect_garbage(&mut self) -> Result<()> {
+        let writer = self.writer.as_mut().ok_or(Error::ReadOnly)?;
+        writer.garbage_collect_files().wait()?;
+        Ok(())
+    }
+
+    /// Lets running background merges finish, so that their work is kept (best effort).
+    pub fn finish_merges(&mut self) {
+        if let Some(w) = self.writer.take() {
+            let _ = w.wait_merging_threads();
+        }
     }
 
     /// A point-in-time view for [`search`] and [`filter_docs`].
@@ -375,6 +395,18 @@ impl TextIndex {
     pub fn analyzer(&self) -> Analyzer {
         self.fields.analyzer
     }
+}
+
+/// A writer whose merge policy keeps the segment count logarithmic: tantivy merges, in the
+/// background, any two segments of one size level (the default waits for eight), and every
+/// segment under 10,000 documents is on the lowest level. Each commit writes up to one segment
+/// per indexing thread.
+fn new_writer(index: &Index, dir: &Path) -> Result<IndexWriter> {
+    let writer: IndexWriter = index.writer(WRITER_HEAP).map_err(|e| lock_error(e, dir))?;
+    let mut policy = LogMergePolicy::default();
+    policy.set_min_num_segments(2);
+    writer.set_merge_policy(Box::new(policy));
+    Ok(writer)
 }
 
 fn lock_error(e: TantivyError, dir: &Path) -> Error {
@@ -745,6 +777,44 @@ mod tests {
         assert_eq!(idx.index.searchable_segment_ids().unwrap().len(), 1);
         assert_eq!(idx.committed().unwrap(), Some((10, 21)));
         assert_eq!(q(&idx, "words", None), [1, 2, 5, 9]);
+    }
+
+    /// Segment files on disk, by segment id.
+    fn segment_files(dir: &Path) -> std::collections::BTreeSet<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".idx"))
+            .collect()
+    }
+
+    #[test]
+    fn commits_are_merged_in_the_background_and_old_files_collected() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut idx = TextIndex::open(dir.path(), Analyzer::Default, true).unwrap();
+        let commits = 7u64;
+        for c in 0..commits {
+            let docs: Vec<_> = (c * 4..c * 4 + 4)
+                .map(|d| doc(d, "same words", NULL))
+                .collect();
+            idx.apply(&docs, &[], c + 1, c * 4 + 4).unwrap();
+        }
+        idx.settle().unwrap();
+        let segments = idx.index.searchable_segment_ids().unwrap().len();
+        // The default policy waits for 8 segments: it would leave all 7.
+        assert!(segments <= 2, "{segments} segments after {commits} commits");
+        assert_eq!(idx.committed().unwrap(), Some((commits, commits * 4)));
+        let all = |idx: &TextIndex| search(&idx.searcher(), "same", 100, None).unwrap().len();
+        assert_eq!(all(&idx) as u64, commits * 4);
+        // Files of merged-away segments go once no searcher holds them.
+        let held = idx.searcher();
+        idx.collect_garbage().unwrap();
+        drop(held);
+        idx.collect_garbage().unwrap();
+        assert_eq!(segment_files(dir.path()).len(), segments);
+        drop(idx);
+        let idx = TextIndex::open(dir.path(), Analyzer::Default, false).unwrap();
+        assert_eq!(all(&idx) as u64, commits * 4);
     }
 
     #[test]
