@@ -73,6 +73,54 @@ fn persists_across_reopen() {
     ));
 }
 
+/// Bytes of the store file that no table page uses, and the file's length.
+fn store_free(dir: &Path) -> (u64, u64) {
+    let path = dir.join("docs.redb");
+    let db = redb::Database::open(&path).unwrap();
+    let txn = db.begin_write().unwrap();
+    let s = txn.stats().unwrap();
+    txn.abort().unwrap();
+    drop(db);
+    let used = (s.leaf_pages() + s.branch_pages()) * s.page_size() as u64;
+    let len = std::fs::metadata(&path).unwrap().len();
+    (len - used, len)
+}
+
+#[test]
+fn closing_compacts_a_store_with_much_free_space() {
+    const ROUNDS: u64 = 2;
+    let dir = tempfile::tempdir().unwrap();
+    // Random syllables: text that compresses little, about 1.5 KB per document.
+    let text = |i: u64| {
+        let mut rng = common::Rng::new(i);
+        let syllable = |r: u64| char::from_u32(0xAC00 + (r % 2350) as u32).unwrap();
+        (0..500)
+            .map(|_| syllable(rng.next_u64()))
+            .collect::<String>()
+    };
+    {
+        let db = Database::open_or_create(dir.path(), schema()).unwrap();
+        // Rewriting every document frees the pages of the first versions.
+        for round in 0..ROUNDS {
+            let mut w = db.writer().unwrap();
+            for i in 0..400 {
+                w.upsert(doc(&format!("d{i}"), &text(i + round), i))
+                    .unwrap();
+            }
+            w.commit().unwrap();
+        }
+    }
+    let (free, len) = store_free(dir.path());
+    assert!(free * 8 < len, "{free} of {len} bytes free after closing");
+    let db = Database::open(dir.path()).unwrap();
+    assert_eq!(db.len(), 400);
+    assert_eq!(db.get("d7").unwrap().unwrap().text, text(7 + ROUNDS - 1));
+    assert_eq!(ids(&db, Leg::Dense, "", 7)[0], "d7");
+    drop(db);
+    let report = Database::verify(dir.path()).unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+}
+
 #[test]
 fn updates_and_deletes_are_visible_in_every_leg() {
     let dir = tempfile::tempdir().unwrap();

@@ -6,6 +6,7 @@ mod verify;
 mod writer;
 
 use std::fs::File;
+use std::mem::ManuallyDrop;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -35,13 +36,14 @@ const COLBERT_DIR: &str = "colbert";
 /// `Database` is `Send + Sync`: share it between threads by reference or in an `Arc`. Searches
 /// read the last published commit and never wait for a writer.
 pub struct Database {
-    inner: Arc<Inner>,
+    /// Taken only by `drop`, which closes it before compacting the store.
+    inner: ManuallyDrop<Arc<Inner>>,
 }
 
 pub(crate) struct Inner {
     path: PathBuf,
     /// The directory lock; `None` for a read-only handle.
-    _lock: Option<File>,
+    lock: Option<File>,
     store: Store,
     read_only: bool,
     schema: Schema,
@@ -266,9 +268,9 @@ impl Database {
             read,
         };
         Ok(Some(Database {
-            inner: Arc::new(Inner {
+            inner: ManuallyDrop::new(Arc::new(Inner {
                 path: path.to_path_buf(),
-                _lock: lock,
+                lock,
                 store,
                 read_only,
                 schema,
@@ -278,7 +280,7 @@ impl Database {
                 write: Mutex::new(WriteSide { text }),
                 snapshot: RwLock::new(Arc::new(snapshot)),
                 poisoned: std::sync::atomic::AtomicBool::new(false),
-            }),
+            })),
         }))
     }
 
@@ -502,6 +504,24 @@ impl Inner {
     }
 }
 
+impl Drop for Database {
+    /// Closes the database (see `Inner`'s drop), then, still holding the directory lock,
+    /// compacts the store file when much of it is free (best effort).
+    fn drop(&mut self) {
+        // SAFETY: `self.inner` is taken once, here, and not used after.
+        let inner = unsafe { ManuallyDrop::take(&mut self.inner) };
+        let Ok(mut inner) = Arc::try_unwrap(inner) else {
+            return;
+        };
+        let lock = inner.lock.take();
+        let store = inner.path.join(STORE_FILE);
+        drop(inner);
+        if lock.is_some() {
+            let _ = store::compact_file(&store);
+        }
+    }
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
         if self.read_only {
@@ -621,17 +641,10 @@ impl Store {
     }
 }
 
-/// redb shares the file between one writing process and read-only ones.
-fn store_builder() -> redb::Builder {
-    let mut b = redb::Builder::new();
-    b.set_concurrency_mode(redb::ConcurrencyMode::SingleWriter);
-    b
-}
-
 /// Opens the redb file read-only. Page checksums are not checked (that needs the writer's
 /// lock); `verify` checks them.
 fn open_store_read_only(path: &Path) -> Result<redb::ReadOnlyDatabase> {
-    let opened = std::panic::catch_unwind(|| store_builder().open_read_only(path));
+    let opened = std::panic::catch_unwind(|| store::builder().open_read_only(path));
     match opened {
         Ok(Ok(db)) => Ok(db),
         Ok(Err(e)) => Err(store_open_error(path, e)),
@@ -663,7 +676,7 @@ fn lock(path: &Path) -> Result<File> {
 /// instead of returning an error; such a panic is reported as `Corrupted`.
 fn open_store(path: &Path, existed: bool) -> Result<redb::Database> {
     let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let mut store = store_builder().create(path)?;
+        let mut store = store::builder().create(path)?;
         if existed {
             store.check_integrity()?;
         }

@@ -190,3 +190,30 @@ pub(crate) fn docs_from(txn: &redb::ReadTransaction, from: u64) -> Result<Vec<(u
 pub(crate) fn decode_doc(bytes: &[u8]) -> Result<DocRecord> {
     record::decode(bytes)
 }
+
+/// How every handle opens the store: one writer process, read-only handles in others.
+pub(crate) fn builder() -> redb::Builder {
+    let mut b = redb::Builder::new();
+    b.set_concurrency_mode(redb::ConcurrencyMode::SingleWriter);
+    b
+}
+
+/// Compacts a closed store file when at least an eighth of it (and 64 KiB) holds no table
+/// page: free pages left by copy-on-write commits and the slack of redb's file growth. Returns
+/// whether it compacted. redb refuses (an error) while another process has a read open.
+pub(crate) fn compact_file(path: &std::path::Path) -> Result<bool> {
+    let mut db = builder().create(path)?;
+    let txn = db.begin_write()?;
+    let stats = txn.stats()?;
+    txn.abort()?;
+    let used = (stats.leaf_pages() + stats.branch_pages()) * stats.page_size() as u64;
+    let len = std::fs::metadata(path)
+        .map_err(|e| Error::io(path, e))?
+        .len();
+    let free = len.saturating_sub(used);
+    if free < (len / 8).max(64 << 10) {
+        return Ok(false);
+    }
+    db.compact()
+        .map_err(|e| Error::Store(format!("compacting {}: {e}", path.display())))
+}
