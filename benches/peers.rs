@@ -5,8 +5,10 @@
 //!
 //! `cargo bench --bench peers -- --data DIR --out FILE [--exact FILE] [--queries Q]
 //! [--batch N] [--work DIR] [--m M --efc EF --ef EF] [--analyzer default|hangul-bigram]
-//! [--sweep]` (with the `default` analyzer, the result's system is `hybridb-words`; `--sweep`
-//! prints the hit@10 of hybrid variants over every query instead of timing)
+//! [--no-sparse] [--sweep]` (with the `default` analyzer, the result's system is
+//! `hybridb-words`; with `--no-sparse`, which leaves out the sparse vectors and leg,
+//! `hybridb-dense-bm25`; `--sweep` prints the hit@10 of hybrid variants over every query
+//! instead of timing)
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -164,10 +166,16 @@ fn main() {
         ..d
     };
 
+    // Without the sparse leg, hybridb stores and searches what LanceDB's hybrid does.
+    let no_sparse = std::env::args().any(|a| a == "--no-sparse");
     let dir = DatasetDir(&data);
-    let docs = dataset::DatasetDir::new(&data)
-        .documents()
-        .expect("the corpus");
+    let set = dataset::DatasetDir::new(&data);
+    let docs = if no_sparse {
+        dataset::read_documents(&set.corpus(), set.corpus_dense().as_deref(), None)
+    } else {
+        set.documents()
+    }
+    .expect("the corpus");
     let queries = load_queries(&data, &exact_path);
     let n_queries = arg("--queries", 500).min(queries.texts.len());
     let ids: Vec<String> = docs.iter().map(|d| d.id().to_string()).collect();
@@ -255,7 +263,7 @@ fn main() {
             .text(queries.texts[i].clone())
             .legs(&legs)
             .fusion(Fusion::RRF_60);
-        if let Some(s) = &queries.sparse[i] {
+        if let Some(s) = queries.sparse[i].as_ref().filter(|_| has_sparse) {
             q = q.sparse(s.clone());
         }
         if let Some(d) = depth {
@@ -281,8 +289,12 @@ fn main() {
         .collect();
     let relevant = &relevant[..];
     let result = json!({
-        // Another analyzer than the default is reported as a system of its own.
-        "system": if analyzer == Analyzer::HangulBigram { "hybridb" } else { "hybridb-words" },
+        // Another analyzer than the default, or no sparse leg, is reported as a system of its own.
+        "system": match (analyzer, no_sparse) {
+            (_, true) => "hybridb-dense-bm25",
+            (Analyzer::HangulBigram, false) => "hybridb",
+            (_, false) => "hybridb-words",
+        },
         "version": env!("CARGO_PKG_VERSION"),
         "api": "rust library",
         "dataset": dir.name(),

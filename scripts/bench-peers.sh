@@ -8,7 +8,7 @@
 #
 # SCALES: korquad and/or synthetic sets named <docs>-<dim> (10k, 100k, 1m). SYSTEMS: any of
 # hybridb, hybridb-words (hybridb with the whitespace-word BM25 analyzer instead of Hangul
-# bigrams), lancedb, milvus (newest Milvus Lite), milvus25 (Milvus Lite 2.5, the C++ engine),
+# bigrams), hybridb-dense-bm25 (hybridb without the sparse vectors and leg), lancedb, milvus (newest Milvus Lite), milvus25 (Milvus Lite 2.5, the C++ engine),
 # chroma. QUERIES: timed queries per query type and system, spread evenly over the query file
 # (default 1000: every query of a synthetic set); MILVUS_QUERIES for Milvus Lite 3.x, whose
 # query time grows linearly with N (default 200). OUT: results directory.
@@ -60,11 +60,13 @@ for scale in ${scales//,/ }; do
     rm -rf "$work/$system"
     echo "== $scale: $system" >&2
     case "$system" in
-      hybridb | hybridb-words)
+      hybridb | hybridb-words | hybridb-dense-bm25)
         analyzer=hangul-bigram
         [[ "$system" == hybridb-words ]] && analyzer=default
+        legs=()
+        [[ "$system" == hybridb-dense-bm25 ]] && legs=(--no-sparse)
         cargo bench --bench peers -- --data "$dir" --exact "$exact" --queries "$queries" \
-          --work "$work/$system" --out "$result" --analyzer "$analyzer" >/dev/null
+          --work "$work/$system" --out "$result" --analyzer "$analyzer" "${legs[@]}" >/dev/null
         rm -rf "$work/$system" ;;
       milvus25)
         "$root/.venv-peers-milvus25/bin/python" scripts/peers/run_peer.py --system milvus \

@@ -178,7 +178,8 @@ def main():
     if not results:
         raise SystemExit(f"no result files in {a.results}")
 
-    order = {"hybridb": 0, "hybridb-words": 1, "lancedb": 2, "milvus": 3, "chroma": 4}
+    order = {"hybridb": 0, "hybridb-dense-bm25": 1, "hybridb-words": 2, "lancedb": 3,
+             "milvus": 4, "chroma": 5}
     results.sort(key=lambda r: (r.get("docs") or 0, r["dataset"], order.get(r["system"], 9)))
     datasets = []
     for r in results:
