@@ -121,3 +121,28 @@ fn read_only_open_reports_a_lagging_index() {
     assert_eq!(db.seq(), 2);
     check_commit_visible(&db, 2);
 }
+
+/// The writer's close would compact the store, but redb refuses while this reader holds a
+/// transaction, so the file is left as it is; the next close compacts it.
+#[test]
+fn a_read_only_handle_in_this_process_outlives_the_writers_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open_or_create(dir.path(), schema()).unwrap();
+    // Rewriting the same documents leaves free pages: closing would compact the store.
+    for _ in 0..4 {
+        for c in 1..=8 {
+            commit(&db, c);
+        }
+    }
+    let reader = Database::open_read_only(dir.path()).unwrap();
+    drop(db);
+    assert_eq!(reader.len(), 8 * PER_COMMIT);
+    for c in 1..=8 {
+        check_commit_visible(&reader, c);
+    }
+    drop(reader);
+    let db = Database::open(dir.path()).unwrap();
+    for c in 1..=8 {
+        check_commit_visible(&db, c);
+    }
+}
