@@ -517,7 +517,8 @@ impl Drop for Database {
         let store = inner.path.join(STORE_FILE);
         drop(inner);
         if lock.is_some() {
-            let _ = store::compact_file(&store);
+            // redb may panic on a damaged page rather than return an error (see `open_store`).
+            let _ = std::panic::catch_unwind(|| store::compact_file(&store));
         }
     }
 }
