@@ -254,7 +254,7 @@ pub fn store_record(data: &[u8]) {
         let crc = crc32fast::hash(&rec);
         rec.extend_from_slice(&crc.to_le_bytes());
     }
-    if let Ok(d) = store::decode_doc(&rec) {
+    if let Ok(d) = store::decode_doc(&rec, None) {
         let _ = serde_json::from_str::<serde_json::Value>(&d.metadata);
         if let Some(v) = d.sparse {
             let _ = SparseVector::new(v.indices().to_vec(), v.values().to_vec());
@@ -674,7 +674,10 @@ pub fn write_seed_corpora(fixtures: &Path, out: &Path) -> Result<()> {
                 ..record.clone()
             };
             for r in [&record, &long] {
-                seed("store_record", &pack(0, None, &[&store::encode_doc(r)?]))?;
+                seed(
+                    "store_record",
+                    &pack(0, None, &[&store::encode_doc(r, None)?]),
+                )?;
             }
             for (stored, plain) in records {
                 seed("store_record", &pack(0, None, &[&stored]))?;

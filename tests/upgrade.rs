@@ -164,3 +164,91 @@ fn a_newer_store_format_is_refused() {
         other => panic!("expected a format error, got {:?}", other.map(|_| ())),
     }
 }
+
+/// The dictionary row in the store's `meta` table, if any.
+fn dictionary(path: &Path) -> Option<Vec<u8>> {
+    let db = redb::Database::open(path.join("docs.redb")).unwrap();
+    let txn = db.begin_read().unwrap();
+    let meta = txn.open_table(META).unwrap();
+    meta.get("zstd-dict").unwrap().map(|v| v.value().to_vec())
+}
+
+/// Prose drawn from a small vocabulary: about 1.2 KB per document, compressible.
+fn prose(seed: usize) -> String {
+    const WORDS: [&str; 12] = [
+        "서울은",
+        "한강을",
+        "따라",
+        "펼쳐진",
+        "도시이며",
+        "대한민국의",
+        "수도이다",
+        "역사는",
+        "조선",
+        "시대부터",
+        "이어진다",
+        "인구는",
+    ];
+    let mut x = (seed as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..120)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            WORDS[(x % 12) as usize]
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[test]
+fn the_first_commit_with_enough_text_trains_a_dictionary_that_later_opens_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = Schema::new().dense(4, Metric::Cosine).sparse().text();
+    let prose_doc = |i: usize| doc(i).text(prose(i));
+    {
+        let db = Database::open_or_create(dir.path(), schema).unwrap();
+        // Too little text to train on: compressed without a dictionary.
+        let mut w = db.writer().unwrap();
+        for i in 0..20 {
+            w.upsert(prose_doc(i)).unwrap();
+        }
+        w.commit().unwrap();
+        let mut w = db.writer().unwrap();
+        for i in 20..400 {
+            w.upsert(prose_doc(i)).unwrap();
+        }
+        w.commit().unwrap();
+        assert_eq!(db.get("d7").unwrap().unwrap().text, prose(7));
+        assert_eq!(db.get("d300").unwrap().unwrap().text, prose(300));
+    }
+    let trained = dictionary(dir.path()).expect("a dictionary");
+    {
+        let db = Database::open(dir.path()).unwrap();
+        let mut w = db.writer().unwrap();
+        w.upsert(prose_doc(400)).unwrap();
+        w.commit().unwrap();
+    }
+    assert_eq!(dictionary(dir.path()), Some(trained), "trained once");
+    for db in [
+        Database::open_read_only(dir.path()).unwrap(),
+        Database::open(dir.path()).unwrap(),
+    ] {
+        for i in [0, 19, 20, 399, 400] {
+            assert_eq!(db.get(&format!("d{i}")).unwrap().unwrap().text, prose(i));
+        }
+        let hits = db
+            .search(&Query::new().text(prose(123)).legs(&[Leg::Bm25]).k(1))
+            .unwrap();
+        assert_eq!(
+            hits[0].document.as_ref().unwrap().text,
+            hits_text(&hits[0].id)
+        );
+    }
+    let report = Database::verify(dir.path()).unwrap();
+    assert!(report.is_ok(), "{:?}", report.problems);
+}
+
+fn hits_text(id: &str) -> String {
+    prose(id[1..].parse().unwrap())
+}

@@ -8,7 +8,7 @@ mod writer;
 use std::fs::File;
 use std::mem::ManuallyDrop;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use serde::Serialize;
@@ -53,6 +53,8 @@ pub(crate) struct Inner {
     /// The write side: taken by a [`Writer`] for its lifetime, and by maintenance.
     write: Mutex<WriteSide>,
     snapshot: RwLock<Arc<Snapshot>>,
+    /// The store's zstd dictionary: read on open, or set by the commit that trains it.
+    dict: OnceLock<Arc<store::Dict>>,
     /// Set when a commit reached the store but could not be applied in memory.
     poisoned: std::sync::atomic::AtomicBool,
 }
@@ -198,6 +200,7 @@ impl Database {
         };
 
         let read = store.begin_read()?;
+        let dict = store::read_dict(&read)?.map(Arc::new);
         let mut live = DocSet::new();
         let mut with_dense = DocSet::new();
         for (doc, flags) in store::live_docs(&read)? {
@@ -225,7 +228,13 @@ impl Database {
                 // A writer checkpointed a later commit since the store was read.
                 return Ok(None);
             }
-            catch_up_sparse(&mut index, &read, &state, &path.join(SPARSE_DIR))?;
+            catch_up_sparse(
+                &mut index,
+                &read,
+                &state,
+                &path.join(SPARSE_DIR),
+                dict.as_deref(),
+            )?;
             Some(index)
         } else {
             None
@@ -255,7 +264,13 @@ impl Database {
                 return Ok(None);
             }
         } else {
-            catch_up_text(&mut text, &read, &state, schema.text.is_some())?;
+            catch_up_text(
+                &mut text,
+                &read,
+                &state,
+                schema.text.is_some(),
+                dict.as_deref(),
+            )?;
         }
 
         let snapshot = Snapshot {
@@ -279,6 +294,7 @@ impl Database {
                 colbert,
                 write: Mutex::new(WriteSide { text }),
                 snapshot: RwLock::new(Arc::new(snapshot)),
+                dict: dict.map(OnceLock::from).unwrap_or_default(),
                 poisoned: std::sync::atomic::AtomicBool::new(false),
             })),
         }))
@@ -442,7 +458,7 @@ impl Database {
             return Ok(None);
         };
         let docs = snap.read.open_table(DOCS)?;
-        match store::get_doc(&docs, doc)? {
+        match store::get_doc(&docs, doc, self.inner.dict())? {
             Some(r) => Ok(Some(search::stored(r)?)),
             None => Ok(None),
         }
@@ -450,6 +466,11 @@ impl Database {
 }
 
 impl Inner {
+    /// The store's zstd dictionary, if it has one.
+    pub(crate) fn dict(&self) -> Option<&store::Dict> {
+        self.dict.get().map(|d| &**d)
+    }
+
     pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot
             .read()
@@ -552,6 +573,7 @@ fn catch_up_sparse(
     read: &redb::ReadTransaction,
     state: &State,
     dir: &Path,
+    dict: Option<&store::Dict>,
 ) -> Result<()> {
     let (seq, next) = index.committed();
     if seq > state.seq || next > state.next_doc {
@@ -567,7 +589,7 @@ fn catch_up_sparse(
     if seq == state.seq {
         return Ok(());
     }
-    let records = store::docs_from(read, next)?;
+    let records = store::docs_from(read, next, dict)?;
     let adds: Vec<(u64, &crate::SparseVector)> = records
         .iter()
         .filter_map(|(d, r)| r.sparse.as_ref().map(|v| (*d, v)))
@@ -582,6 +604,7 @@ fn catch_up_text(
     read: &redb::ReadTransaction,
     state: &State,
     with_body: bool,
+    dict: Option<&store::Dict>,
 ) -> Result<()> {
     let (text_seq, text_next) = match text.committed()? {
         Some((seq, next)) if seq <= state.seq && next <= state.next_doc => (seq, next),
@@ -602,7 +625,7 @@ fn catch_up_text(
             deletes.push(doc.value());
         }
     }
-    let records = store::docs_from(read, text_next)?;
+    let records = store::docs_from(read, text_next, dict)?;
     let metas: Vec<serde_json::Value> = records
         .iter()
         .map(|(_, r)| serde_json::from_str(&r.metadata).unwrap_or(serde_json::Value::Null))

@@ -289,7 +289,7 @@ impl Database {
         let mut hits = Vec::with_capacity(fused.len());
         for f in fused {
             let (id, document) = if fetch {
-                let Some(record) = store::get_doc(&docs, f.doc)? else {
+                let Some(record) = store::get_doc(&docs, f.doc, self.inner.dict())? else {
                     continue;
                 };
                 (record.id.clone(), Some(stored(record)?))

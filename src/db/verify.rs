@@ -145,7 +145,7 @@ impl Database {
                     store_path.clone(),
                     format!("live document {doc} has no record"),
                 ),
-                Some(bytes) => match store::decode_doc(bytes.value()) {
+                Some(bytes) => match store::decode_doc(bytes.value(), self.inner.dict()) {
                     Ok(r) => {
                         live.insert(doc, (r, flags.value()));
                     }

@@ -138,13 +138,33 @@ impl<'db> Writer<'db> {
         let mut removed = Vec::new();
         let mut added: Vec<(u64, &Document)> = Vec::new();
 
+        let mut records: Vec<Option<DocRecord>> = (self.ops.iter())
+            .map(|op| match op {
+                Op::Upsert(d) => Some(DocRecord {
+                    id: d.id.clone(),
+                    title: d.title.clone(),
+                    text: d.text.clone(),
+                    metadata: d.metadata.to_string(),
+                    seq,
+                    sparse: d.sparse.clone(),
+                }),
+                Op::Delete(_) => None,
+            })
+            .collect();
+        // The first commit with enough text trains the store's dictionary, in its transaction.
+        let trained = match inner.dict() {
+            Some(_) => None,
+            None => store::Dict::train(records.iter().flatten()).map(Arc::new),
+        };
+        let dict = inner.dict().or(trained.as_deref());
+
         let txn = inner.store.begin_write()?;
         {
             let mut docs = txn.open_table(DOCS)?;
             let mut ids = txn.open_table(IDS)?;
             let mut live_t = txn.open_table(LIVE)?;
             let mut tomb = txn.open_table(TOMBSTONES)?;
-            for op in &self.ops {
+            for (op, record) in self.ops.iter().zip(&mut records) {
                 let id = match op {
                     Op::Upsert(d) => d.id.as_str(),
                     Op::Delete(id) => id.as_str(),
@@ -161,15 +181,9 @@ impl<'db> Writer<'db> {
                 if let Op::Upsert(d) = op {
                     let doc = state.next_doc;
                     state.next_doc += 1;
-                    let record = DocRecord {
-                        id: d.id.clone(),
-                        title: d.title.clone(),
-                        text: d.text.clone(),
-                        metadata: d.metadata.to_string(),
-                        seq,
-                        sparse: d.sparse.clone(),
-                    };
-                    docs.insert(doc, store::encode_doc(&record)?.as_slice())?;
+                    if let Some(record) = record.take() {
+                        docs.insert(doc, store::encode_doc(&record, dict)?.as_slice())?;
+                    }
                     ids.insert(id, doc)?;
                     let mut flags = 0;
                     if d.dense.is_some() {
@@ -184,8 +198,11 @@ impl<'db> Writer<'db> {
                     added.push((doc, d));
                 }
             }
-            txn.open_table(META)?
-                .insert("state", store::encode(&state)?.as_slice())?;
+            let mut meta = txn.open_table(META)?;
+            meta.insert("state", store::encode(&state)?.as_slice())?;
+            if let Some(d) = &trained {
+                meta.insert(store::DICT_KEY, store::encode(&d.bytes())?.as_slice())?;
+            }
         }
 
         // Dense rows go to disk before the commit point; rows past the committed end are
@@ -214,6 +231,10 @@ impl<'db> Writer<'db> {
         }
         failpoint("commit:before-store-commit")?;
         txn.commit()?;
+        if let Some(d) = trained {
+            // Set before the commit is published: its records need the dictionary.
+            let _ = inner.dict.set(d);
+        }
 
         // Derived indexes. The commit is durable in the store now: if applying it in memory
         // fails, the database refuses further writes until it is reopened, which catches every

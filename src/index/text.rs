@@ -398,13 +398,14 @@ impl TextIndex {
 }
 
 /// A writer whose merge policy keeps the segment count logarithmic: tantivy merges, in the
-/// background, any two segments of one size level (the default waits for eight), and every
-/// segment under 10,000 documents is on the lowest level. Each commit writes up to one segment
-/// per indexing thread.
+/// background, any two segments of one size level (the default waits for eight). A level spans
+/// a factor of two in documents (the default, 2^0.75), and every segment under 10,000
+/// documents is on the lowest level. Each commit writes up to one segment per indexing thread.
 fn new_writer(index: &Index, dir: &Path) -> Result<IndexWriter> {
     let writer: IndexWriter = index.writer(WRITER_HEAP).map_err(|e| lock_error(e, dir))?;
     let mut policy = LogMergePolicy::default();
     policy.set_min_num_segments(2);
+    policy.set_level_log_size(1.0);
     writer.set_merge_policy(Box::new(policy));
     Ok(writer)
 }

@@ -10,7 +10,7 @@ use crate::schema::Schema;
 
 mod record;
 
-pub(crate) use record::{DocHead, decode_head, encode as encode_doc};
+pub(crate) use record::{Dict, DocHead, decode_head, encode as encode_doc};
 
 /// Format version of the store's records and tables. Version 2 added the CRC-32 after every
 /// postcard record; version 3 compresses document strings and gap-codes sparse ids.
@@ -153,13 +153,14 @@ pub(crate) fn live_docs(txn: &redb::ReadTransaction) -> Result<Vec<(u64, u8)>> {
     Ok(out)
 }
 
-/// Reads one document record.
+/// Reads one document record; `dict` is the store's dictionary, if it has one.
 pub(crate) fn get_doc(
     table: &impl ReadableTable<u64, &'static [u8]>,
     doc: u64,
+    dict: Option<&Dict>,
 ) -> Result<Option<DocRecord>> {
     match table.get(doc)? {
-        Some(v) => Ok(Some(record::decode(v.value())?)),
+        Some(v) => Ok(Some(record::decode(v.value(), dict)?)),
         None => Ok(None),
     }
 }
@@ -176,19 +177,35 @@ pub(crate) fn get_head(
 }
 
 /// Every stored document numbered `from` or more, ascending: what a lagging index must add.
-pub(crate) fn docs_from(txn: &redb::ReadTransaction, from: u64) -> Result<Vec<(u64, DocRecord)>> {
+pub(crate) fn docs_from(
+    txn: &redb::ReadTransaction,
+    from: u64,
+    dict: Option<&Dict>,
+) -> Result<Vec<(u64, DocRecord)>> {
     let table = txn.open_table(DOCS)?;
     let mut out = Vec::new();
     for row in table.range(from..)? {
         let (doc, bytes) = row?;
-        out.push((doc.value(), record::decode(bytes.value())?));
+        out.push((doc.value(), record::decode(bytes.value(), dict)?));
     }
     Ok(out)
 }
 
 /// Decodes a document record of any readable format.
-pub(crate) fn decode_doc(bytes: &[u8]) -> Result<DocRecord> {
-    record::decode(bytes)
+pub(crate) fn decode_doc(bytes: &[u8], dict: Option<&Dict>) -> Result<DocRecord> {
+    record::decode(bytes, dict)
+}
+
+/// `meta` key of the zstd dictionary, once the store has one.
+pub(crate) const DICT_KEY: &str = "zstd-dict";
+
+/// The store's zstd dictionary, if it has one.
+pub(crate) fn read_dict(txn: &redb::ReadTransaction) -> Result<Option<Dict>> {
+    let table = txn.open_table(META)?;
+    let bytes = table.get(DICT_KEY)?;
+    bytes
+        .map(|v| decode::<Vec<u8>>(v.value(), "dictionary").map(Dict::new))
+        .transpose()
 }
 
 /// How every handle opens the store: one writer process, read-only handles in others.

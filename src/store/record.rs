@@ -7,6 +7,7 @@
 //! never starts with 0: its first byte is the id's length, and ids are not empty.
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +19,14 @@ use crate::error::{Error, Result};
 const MARKER: u8 = 0;
 /// Flags bit: the strings are zstd-compressed.
 const ZSTD: u8 = 1;
+/// Flags bit (with [`ZSTD`]): compressed with the store's dictionary.
+const DICT: u8 = 2;
+/// A dictionary is trained once the strings to compress add up to this many bytes.
+const TRAIN_FROM: usize = 256 << 10;
+/// Training reads at most this many bytes of samples.
+const TRAIN_AT_MOST: usize = 8 << 20;
+/// Largest dictionary: one byte per 32 of samples, up to this.
+const DICT_AT_MOST: usize = 64 << 10;
 /// Strings shorter than this are stored as they are: a zstd frame costs more than it saves.
 const COMPRESS_FROM: usize = 128;
 /// zstd level: the default, about 0.6 of the size on Korean prose.
@@ -46,9 +55,97 @@ pub(crate) struct DocHead {
     pub sparse: Option<SparseVector>,
 }
 
+/// A zstd dictionary trained on a store's first documents: short documents compress better
+/// with it, and decompress faster.
+pub(crate) struct Dict {
+    /// Unique in this process: names the dictionary in the per-thread contexts.
+    key: u64,
+    bytes: Vec<u8>,
+}
+
+impl Dict {
+    pub fn new(bytes: Vec<u8>) -> Dict {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Dict {
+            key: NEXT.fetch_add(1, Ordering::Relaxed),
+            bytes,
+        }
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// Trains a dictionary on the records' strings, or `None` when they are too few to train
+    /// on or training fails (records are then compressed without one).
+    pub fn train<'a>(records: impl Iterator<Item = &'a DocRecord>) -> Option<Dict> {
+        let (mut data, mut sizes) = (Vec::new(), Vec::new());
+        for r in records {
+            let plain = postcard::to_allocvec(&strings_of(r)).ok()?;
+            if plain.len() >= COMPRESS_FROM && data.len() + plain.len() <= TRAIN_AT_MOST {
+                data.extend_from_slice(&plain);
+                sizes.push(plain.len());
+            }
+        }
+        if data.len() < TRAIN_FROM {
+            return None;
+        }
+        let size = (data.len() / 32).min(DICT_AT_MOST);
+        zstd::dict::from_continuous(&data, &sizes, size)
+            .ok()
+            .map(Dict::new)
+    }
+}
+
+/// Per-thread zstd contexts: one without a dictionary, one with the last dictionary used.
+struct Contexts<T> {
+    plain: Option<T>,
+    dict: Option<(u64, T)>,
+}
+
+impl<T> Contexts<T> {
+    const EMPTY: Contexts<T> = Contexts {
+        plain: None,
+        dict: None,
+    };
+
+    fn get(
+        &mut self,
+        dict: Option<&Dict>,
+        make: impl FnOnce(&[u8]) -> std::io::Result<T>,
+    ) -> Result<&mut T> {
+        let fresh = |bytes: &[u8]| make(bytes).map_err(|e| store_error("starting zstd", e));
+        let context = match dict {
+            None => {
+                if self.plain.is_none() {
+                    self.plain = Some(fresh(&[])?);
+                }
+                self.plain.as_mut()
+            }
+            Some(d) => {
+                if !matches!(&self.dict, Some((key, _)) if *key == d.key) {
+                    self.dict = Some((d.key, fresh(&d.bytes)?));
+                }
+                self.dict.as_mut().map(|(_, c)| c)
+            }
+        };
+        context.ok_or_else(|| store_error("starting zstd", "no context"))
+    }
+}
+
 thread_local! {
-    static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
-    static DECOMPRESSOR: RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { RefCell::new(None) };
+    static COMPRESSORS: RefCell<Contexts<zstd::bulk::Compressor<'static>>> =
+        const { RefCell::new(Contexts::EMPTY) };
+    static DECOMPRESSORS: RefCell<Contexts<zstd::bulk::Decompressor<'static>>> =
+        const { RefCell::new(Contexts::EMPTY) };
+}
+
+fn strings_of(r: &DocRecord) -> Strings<'_> {
+    Strings {
+        title: &r.title,
+        text: &r.text,
+        metadata: &r.metadata,
+    }
 }
 
 fn store_error(what: &str, e: impl std::fmt::Display) -> Error {
@@ -59,8 +156,8 @@ fn bad(reason: impl std::fmt::Display) -> Error {
     Error::corrupted(STORE_FILE, format!("document record: {reason}"))
 }
 
-/// Encodes a record in format 3.
-pub(crate) fn encode(r: &DocRecord) -> Result<Vec<u8>> {
+/// Encodes a record in format 3, compressing its strings with `dict` if given.
+pub(crate) fn encode(r: &DocRecord, dict: Option<&Dict>) -> Result<Vec<u8>> {
     let sparse = r.sparse.as_ref().map(|v| {
         let gaps = (v.indices().iter())
             .scan(0, |prev, &i| Some(i - std::mem::replace(prev, i)))
@@ -72,23 +169,18 @@ pub(crate) fn encode(r: &DocRecord) -> Result<Vec<u8>> {
         seq: r.seq,
         sparse,
     };
-    let strings = Strings {
-        title: &r.title,
-        text: &r.text,
-        metadata: &r.metadata,
-    };
     let encoding = |e| store_error("encoding a record", e);
     let mut out = vec![MARKER, 0];
     out = postcard::to_extend(&head, out).map_err(encoding)?;
-    let plain = postcard::to_allocvec(&strings).map_err(encoding)?;
+    let plain = postcard::to_allocvec(&strings_of(r)).map_err(encoding)?;
     let packed = if plain.len() >= COMPRESS_FROM {
-        compress(&plain)?.filter(|c| c.len() + varint_len(plain.len()) < plain.len())
+        Some(compress(&plain, dict)?).filter(|c| c.len() + varint_len(plain.len()) < plain.len())
     } else {
         None
     };
     match packed {
         Some(c) => {
-            out[1] |= ZSTD;
+            out[1] |= if dict.is_some() { ZSTD | DICT } else { ZSTD };
             out = postcard::to_extend(&plain.len(), out).map_err(encoding)?;
             out.extend_from_slice(&c);
         }
@@ -103,24 +195,20 @@ fn varint_len(n: usize) -> usize {
     (usize::BITS - (n | 1).leading_zeros()).div_ceil(7) as usize
 }
 
-fn compress(plain: &[u8]) -> Result<Option<Vec<u8>>> {
-    COMPRESSOR.with(|c| {
+fn compress(plain: &[u8], dict: Option<&Dict>) -> Result<Vec<u8>> {
+    COMPRESSORS.with(|c| {
         let mut c = c.borrow_mut();
-        let c = match c.as_mut() {
-            Some(c) => c,
-            None => c.insert(
-                zstd::bulk::Compressor::new(LEVEL).map_err(|e| store_error("starting zstd", e))?,
-            ),
-        };
+        let c = c.get(dict, |bytes| {
+            zstd::bulk::Compressor::with_dictionary(LEVEL, bytes)
+        })?;
         c.compress(plain)
-            .map(Some)
             .map_err(|e| store_error("compressing a record", e))
     })
 }
 
-/// Checks the CRC and splits a format-3 record into its head and the strings' bytes (and
-/// whether they are compressed). `None` for a format-2 record.
-fn split(bytes: &[u8]) -> Result<Option<(Head<'_>, &[u8], bool)>> {
+/// Checks the CRC and splits a format-3 record into its head, the strings' bytes and its
+/// flags. `None` for a format-2 record.
+fn split(bytes: &[u8]) -> Result<Option<(Head<'_>, &[u8], u8)>> {
     let Some(body_len) = bytes.len().checked_sub(4) else {
         return Err(bad(format!(
             "{} bytes, shorter than its checksum",
@@ -134,11 +222,11 @@ fn split(bytes: &[u8]) -> Result<Option<(Head<'_>, &[u8], bool)>> {
     let [MARKER, flags, rest @ ..] = body else {
         return Ok(None);
     };
-    if flags & !ZSTD != 0 {
+    if flags & !(ZSTD | DICT) != 0 || *flags == DICT {
         return Err(bad(format!("unknown flags {flags:#04x}")));
     }
     let (head, rest) = postcard::take_from_bytes::<Head>(rest).map_err(bad)?;
-    Ok(Some((head, rest, flags & ZSTD != 0)))
+    Ok(Some((head, rest, *flags)))
 }
 
 fn sparse_of(gaps: Option<(Vec<u32>, Vec<f32>)>) -> Result<Option<SparseVector>> {
@@ -156,18 +244,23 @@ fn sparse_of(gaps: Option<(Vec<u32>, Vec<f32>)>) -> Result<Option<SparseVector>>
     SparseVector::new(ids, values).map(Some).map_err(bad)
 }
 
-/// Decodes a record of either format.
-pub(crate) fn decode(bytes: &[u8]) -> Result<DocRecord> {
-    let Some((head, rest, packed)) = split(bytes)? else {
+/// Decodes a record of either format; `dict` is the store's dictionary, if it has one.
+pub(crate) fn decode(bytes: &[u8], dict: Option<&Dict>) -> Result<DocRecord> {
+    let Some((head, rest, flags)) = split(bytes)? else {
         return super::decode(bytes, "document");
     };
     let buf;
-    let plain = if packed {
+    let plain = if flags & ZSTD != 0 {
         let (len, c) = postcard::take_from_bytes::<usize>(rest).map_err(bad)?;
         if len > MAX_STRINGS {
             return Err(bad(format!("{len} bytes of strings")));
         }
-        buf = decompress(c, len)?;
+        let dict = match (flags & DICT != 0, dict) {
+            (false, _) => None,
+            (true, Some(d)) => Some(d),
+            (true, None) => return Err(bad("compressed with a dictionary the store lacks")),
+        };
+        buf = decompress(c, len, dict)?;
         &buf[..]
     } else {
         rest
@@ -201,15 +294,10 @@ pub(crate) fn decode_head(bytes: &[u8]) -> Result<DocHead> {
     }
 }
 
-fn decompress(c: &[u8], len: usize) -> Result<Vec<u8>> {
-    DECOMPRESSOR.with(|d| {
+fn decompress(c: &[u8], len: usize, dict: Option<&Dict>) -> Result<Vec<u8>> {
+    DECOMPRESSORS.with(|d| {
         let mut d = d.borrow_mut();
-        let d = match d.as_mut() {
-            Some(d) => d,
-            None => d.insert(
-                zstd::bulk::Decompressor::new().map_err(|e| store_error("starting zstd", e))?,
-            ),
-        };
+        let d = d.get(dict, zstd::bulk::Decompressor::with_dictionary)?;
         let out = d.decompress(c, len).map_err(bad)?;
         if out.len() != len {
             return Err(bad(format!(
@@ -247,10 +335,10 @@ mod tests {
         for text in [String::new(), "짧은 글".to_string(), prose()] {
             for sparse in [None, Some(sparse.clone())] {
                 let r = record(&text, sparse);
-                let bytes = encode(&r).unwrap();
+                let bytes = encode(&r, None).unwrap();
                 assert_eq!(bytes[0], MARKER);
                 assert_eq!(bytes[1] & ZSTD != 0, text.len() > COMPRESS_FROM);
-                assert_eq!(decode(&bytes).unwrap(), r);
+                assert_eq!(decode(&bytes, None).unwrap(), r);
                 let head = decode_head(&bytes).unwrap();
                 assert_eq!((head.id, head.sparse), (r.id.clone(), r.sparse.clone()));
             }
@@ -261,7 +349,7 @@ mod tests {
     fn prose_is_stored_compressed() {
         let r = record(&prose(), None);
         let plain = postcard::to_allocvec(&r).unwrap().len();
-        let stored = encode(&r).unwrap().len();
+        let stored = encode(&r, None).unwrap().len();
         assert!(stored * 4 < plain, "{stored} bytes stored for {plain}");
     }
 
@@ -270,15 +358,15 @@ mod tests {
         let r = record(&prose(), SparseVector::new(vec![2, 9], vec![1.0, 0.5]).ok());
         let bytes = super::super::encode(&r).unwrap();
         assert_ne!(bytes[0], MARKER);
-        assert_eq!(decode(&bytes).unwrap(), r);
+        assert_eq!(decode(&bytes, None).unwrap(), r);
         assert_eq!(decode_head(&bytes).unwrap().id, r.id);
     }
 
     #[test]
     fn damage_is_reported_as_corruption() {
         let r = record(&prose(), SparseVector::new(vec![2, 9], vec![1.0, 0.5]).ok());
-        let bytes = encode(&r).unwrap();
-        let corrupted = |b: &[u8]| matches!(decode(b), Err(Error::Corrupted { .. }));
+        let bytes = encode(&r, None).unwrap();
+        let corrupted = |b: &[u8]| matches!(decode(b, None), Err(Error::Corrupted { .. }));
         for i in 0..bytes.len() {
             let mut b = bytes.clone();
             b[i] ^= 0x40;
@@ -313,5 +401,78 @@ mod tests {
         .unwrap();
         long = postcard::to_extend(&(MAX_STRINGS + 1), long).unwrap();
         assert!(corrupted(&reseal(long)));
+    }
+
+    /// Korean-like prose of `n` sentences drawn from a small vocabulary, varied by `seed`.
+    fn article(seed: u64, n: usize) -> String {
+        const WORDS: [&str; 16] = [
+            "서울은",
+            "한강을",
+            "따라",
+            "펼쳐진",
+            "도시이며",
+            "대한민국의",
+            "수도이다",
+            "역사는",
+            "조선",
+            "시대부터",
+            "이어진다",
+            "인구는",
+            "천만",
+            "명에",
+            "이르고",
+            "경제의",
+        ];
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut out = String::new();
+        for _ in 0..n {
+            for _ in 0..8 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                out.push_str(WORDS[(x % 16) as usize]);
+                out.push(' ');
+            }
+            out.push_str(". ");
+        }
+        out
+    }
+
+    #[test]
+    fn a_dictionary_is_trained_only_on_enough_text_and_shrinks_records() {
+        let few: Vec<DocRecord> = (0..10).map(|i| record(&article(i, 8), None)).collect();
+        assert!(Dict::train(few.iter()).is_none());
+        let docs: Vec<DocRecord> = (0..400).map(|i| record(&article(i, 8), None)).collect();
+        let dict = Dict::train(docs.iter()).expect("enough text to train on");
+        assert!(!dict.bytes().is_empty() && dict.bytes().len() <= DICT_AT_MOST);
+        let (mut plain, mut with) = (0, 0);
+        for r in (400..450).map(|i| record(&article(i, 8), None)) {
+            let a = encode(&r, None).unwrap();
+            let b = encode(&r, Some(&dict)).unwrap();
+            assert_eq!((a[1], b[1]), (ZSTD, ZSTD | DICT));
+            assert_eq!(decode(&b, Some(&dict)).unwrap(), r);
+            // Records without the dictionary still decode where the store has one.
+            assert_eq!(decode(&a, Some(&dict)).unwrap(), r);
+            (plain, with) = (plain + a.len(), with + b.len());
+        }
+        assert!(
+            with * 4 < plain * 3,
+            "{with} bytes with the dictionary, {plain} without"
+        );
+    }
+
+    #[test]
+    fn a_record_needs_the_dictionary_it_was_compressed_with() {
+        let docs: Vec<DocRecord> = (0..400).map(|i| record(&article(i, 8), None)).collect();
+        let dict = Dict::train(docs.iter()).unwrap();
+        let other = Dict::train(docs.iter().rev()).unwrap();
+        let bytes = encode(&docs[0], Some(&dict)).unwrap();
+        let corrupted = |d| matches!(decode(&bytes, d), Err(Error::Corrupted { .. }));
+        assert!(corrupted(None));
+        // Alternating dictionaries on one thread uses the right one each time.
+        let again = encode(&docs[1], Some(&other)).unwrap();
+        assert_eq!(decode(&bytes, Some(&dict)).unwrap(), docs[0]);
+        assert_eq!(decode(&again, Some(&other)).unwrap(), docs[1]);
+        assert_eq!(decode(&bytes, Some(&dict)).unwrap(), docs[0]);
     }
 }
