@@ -3,7 +3,7 @@
 //!
 //! A record is a marker byte 0, a flags byte, a postcard head (id, commit, sparse weights with
 //! their ids as gaps), the strings (title, text, metadata) as postcard or zstd-compressed
-//! postcard, and the CRC-32 of all of it. A format-2 record is a postcard [`DocRecord`] and
+//! postcard (with the store's dictionary once it has one), and the CRC-32 of all of it. A format-2 record is a postcard [`DocRecord`] and
 //! never starts with 0: its first byte is the id's length, and ids are not empty.
 
 use std::cell::RefCell;
@@ -29,7 +29,7 @@ const TRAIN_AT_MOST: usize = 8 << 20;
 const DICT_AT_MOST: usize = 64 << 10;
 /// Strings shorter than this are stored as they are: a zstd frame costs more than it saves.
 const COMPRESS_FROM: usize = 128;
-/// zstd level: the default, about 0.6 of the size on Korean prose.
+/// zstd level: the default. Korean prose shrinks to about 0.6 of its size, 0.47 with a dictionary.
 const LEVEL: i32 = 3;
 /// Upper bound on a record's uncompressed strings, checked before allocating for them.
 const MAX_STRINGS: usize = 1 << 30;
