@@ -2,6 +2,8 @@
 //! keeps every document readable, takes new writes, and is then marked as format 3. The
 //! format-2 layout is written here from storage-format.md, independently of the library.
 
+mod common;
+
 use std::path::Path;
 
 use hybridb::{Database, Document, Error, Leg, Metric, Query, Schema, SparseVector};
@@ -189,14 +191,9 @@ fn prose(seed: usize) -> String {
         "이어진다",
         "인구는",
     ];
-    let mut x = (seed as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut rng = common::Rng::new(seed as u64);
     (0..120)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            WORDS[(x % 12) as usize]
-        })
+        .map(|_| WORDS[(rng.next_u64() % 12) as usize])
         .collect::<Vec<_>>()
         .join(" ")
 }

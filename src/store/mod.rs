@@ -10,7 +10,7 @@ use crate::schema::Schema;
 
 mod record;
 
-pub(crate) use record::{Dict, DocHead, decode_head, encode as encode_doc};
+pub(crate) use record::{Dict, DocHead, decode as decode_doc, encode as encode_doc};
 
 /// Format version of the store's records and tables. Version 2 added the CRC-32 after every
 /// postcard record; version 3 compresses document strings and gap-codes sparse ids.
@@ -68,18 +68,28 @@ pub(crate) fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>> {
 
 /// Checks the CRC-32 trailer and decodes; any mismatch is `Corrupted` naming the store file.
 pub(crate) fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &str) -> Result<T> {
-    let bad = |reason: String| Error::corrupted(STORE_FILE, format!("{what} record: {reason}"));
+    let body = checked(bytes, what)?;
+    postcard::from_bytes(body).map_err(|e| corrupt(what, e))
+}
+
+/// The bytes before a value's CRC-32 trailer, once the trailer matches them.
+fn checked<'a>(bytes: &'a [u8], what: &str) -> Result<&'a [u8]> {
     let Some(split) = bytes.len().checked_sub(4) else {
-        return Err(bad(format!(
-            "{} bytes, shorter than its checksum",
-            bytes.len()
-        )));
+        return Err(corrupt(
+            what,
+            format!("{} bytes, shorter than its checksum", bytes.len()),
+        ));
     };
     let (body, crc) = bytes.split_at(split);
     if crc32fast::hash(body).to_le_bytes() != crc {
-        return Err(bad("checksum mismatch".into()));
+        return Err(corrupt(what, "checksum mismatch"));
     }
-    postcard::from_bytes(body).map_err(|e| bad(e.to_string()))
+    Ok(body)
+}
+
+/// `Corrupted` naming the store file and the kind of value.
+fn corrupt(what: &str, reason: impl std::fmt::Display) -> Error {
+    Error::corrupted(STORE_FILE, format!("{what} record: {reason}"))
 }
 
 /// Reads version, schema and state. `Ok(None)` when the store was never initialized.
@@ -171,7 +181,7 @@ pub(crate) fn get_head(
     doc: u64,
 ) -> Result<Option<DocHead>> {
     match table.get(doc)? {
-        Some(v) => Ok(Some(decode_head(v.value())?)),
+        Some(v) => Ok(Some(record::decode_head(v.value())?)),
         None => Ok(None),
     }
 }
@@ -189,11 +199,6 @@ pub(crate) fn docs_from(
         out.push((doc.value(), record::decode(bytes.value(), dict)?));
     }
     Ok(out)
-}
-
-/// Decodes a document record of any readable format.
-pub(crate) fn decode_doc(bytes: &[u8], dict: Option<&Dict>) -> Result<DocRecord> {
-    record::decode(bytes, dict)
 }
 
 /// `meta` key of the zstd dictionary, once the store has one.

@@ -3,15 +3,16 @@
 //!
 //! A record is a marker byte 0, a flags byte, a postcard head (id, commit, sparse weights with
 //! their ids as gaps), the strings (title, text, metadata) as postcard or zstd-compressed
-//! postcard (with the store's dictionary once it has one), and the CRC-32 of all of it. A format-2 record is a postcard [`DocRecord`] and
-//! never starts with 0: its first byte is the id's length, and ids are not empty.
+//! postcard (with the store's dictionary once it has one), and the CRC-32 of all of it. A
+//! format-2 record is a postcard [`DocRecord`] and never starts with 0: its first byte is the
+//! id's length, and ids are not empty.
 
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-use super::{DocRecord, STORE_FILE};
+use super::DocRecord;
 use crate::document::SparseVector;
 use crate::error::{Error, Result};
 
@@ -78,7 +79,15 @@ impl Dict {
 
     /// Trains a dictionary on the records' strings, or `None` when they are too few to train
     /// on or training fails (records are then compressed without one).
-    pub fn train<'a>(records: impl Iterator<Item = &'a DocRecord>) -> Option<Dict> {
+    pub fn train<'a>(records: impl Iterator<Item = &'a DocRecord> + Clone) -> Option<Dict> {
+        // Most commits of a store without a dictionary hold too little text: tell from the
+        // lengths (plus at most 5 bytes of length prefix per string), before encoding any.
+        let upper: usize = (records.clone())
+            .map(|r| r.title.len() + r.text.len() + r.metadata.len() + 3 * 5)
+            .sum();
+        if upper < TRAIN_FROM {
+            return None;
+        }
         let (mut data, mut sizes) = (Vec::new(), Vec::new());
         for r in records {
             let plain = postcard::to_allocvec(&strings_of(r)).ok()?;
@@ -153,7 +162,7 @@ fn store_error(what: &str, e: impl std::fmt::Display) -> Error {
 }
 
 fn bad(reason: impl std::fmt::Display) -> Error {
-    Error::corrupted(STORE_FILE, format!("document record: {reason}"))
+    super::corrupt("document", reason)
 }
 
 /// Encodes a record in format 3, compressing its strings with `dict` if given.
@@ -206,27 +215,25 @@ fn compress(plain: &[u8], dict: Option<&Dict>) -> Result<Vec<u8>> {
     })
 }
 
-/// Checks the CRC and splits a format-3 record into its head, the strings' bytes and its
-/// flags. `None` for a format-2 record.
-fn split(bytes: &[u8]) -> Result<Option<(Head<'_>, &[u8], u8)>> {
-    let Some(body_len) = bytes.len().checked_sub(4) else {
-        return Err(bad(format!(
-            "{} bytes, shorter than its checksum",
-            bytes.len()
-        )));
-    };
-    let (body, crc) = bytes.split_at(body_len);
-    if crc32fast::hash(body).to_le_bytes() != crc {
-        return Err(bad("checksum mismatch"));
-    }
+/// A record whose CRC matched.
+enum Layout<'a> {
+    /// Format 2: the postcard [`DocRecord`].
+    V2(&'a [u8]),
+    /// Format 3: the head, the strings' bytes and the flags.
+    V3(Head<'a>, &'a [u8], u8),
+}
+
+/// Checks the CRC and tells the two formats apart.
+fn split(bytes: &[u8]) -> Result<Layout<'_>> {
+    let body = super::checked(bytes, "document")?;
     let [MARKER, flags, rest @ ..] = body else {
-        return Ok(None);
+        return Ok(Layout::V2(body));
     };
     if flags & !(ZSTD | DICT) != 0 || *flags == DICT {
         return Err(bad(format!("unknown flags {flags:#04x}")));
     }
     let (head, rest) = postcard::take_from_bytes::<Head>(rest).map_err(bad)?;
-    Ok(Some((head, rest, *flags)))
+    Ok(Layout::V3(head, rest, *flags))
 }
 
 fn sparse_of(gaps: Option<(Vec<u32>, Vec<f32>)>) -> Result<Option<SparseVector>> {
@@ -234,20 +241,21 @@ fn sparse_of(gaps: Option<(Vec<u32>, Vec<f32>)>) -> Result<Option<SparseVector>>
         return Ok(None);
     };
     let mut prev = 0u32;
-    for (i, id) in ids.iter_mut().enumerate() {
-        prev = match prev.checked_add(*id) {
-            Some(v) if i == 0 || *id > 0 => v,
-            _ => return Err(bad("sparse ids are not ascending")),
-        };
+    for id in &mut ids {
+        prev = prev
+            .checked_add(*id)
+            .ok_or_else(|| bad("sparse ids overflow u32"))?;
         *id = prev;
     }
+    // A zero gap after the first id is a repeated id, which this refuses.
     SparseVector::new(ids, values).map(Some).map_err(bad)
 }
 
 /// Decodes a record of either format; `dict` is the store's dictionary, if it has one.
 pub(crate) fn decode(bytes: &[u8], dict: Option<&Dict>) -> Result<DocRecord> {
-    let Some((head, rest, flags)) = split(bytes)? else {
-        return super::decode(bytes, "document");
+    let (head, rest, flags) = match split(bytes)? {
+        Layout::V3(head, rest, flags) => (head, rest, flags),
+        Layout::V2(body) => return postcard::from_bytes(body).map_err(bad),
     };
     let buf;
     let plain = if flags & ZSTD != 0 {
@@ -280,12 +288,12 @@ pub(crate) fn decode(bytes: &[u8], dict: Option<&Dict>) -> Result<DocRecord> {
 /// Decodes only the id and the sparse weights (the strings are not decompressed).
 pub(crate) fn decode_head(bytes: &[u8]) -> Result<DocHead> {
     match split(bytes)? {
-        Some((head, _, _)) => Ok(DocHead {
+        Layout::V3(head, _, _) => Ok(DocHead {
             id: head.id.to_string(),
             sparse: sparse_of(head.sparse)?,
         }),
-        None => {
-            let r: DocRecord = super::decode(bytes, "document")?;
+        Layout::V2(body) => {
+            let r: DocRecord = postcard::from_bytes(body).map_err(bad)?;
             Ok(DocHead {
                 id: r.id,
                 sparse: r.sparse,
