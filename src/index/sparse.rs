@@ -385,7 +385,7 @@ impl SparseIndex {
                     p.len()
                 };
                 for i in blk.start as usize..end {
-                    let doc = blk.base + u64::from(p.off(i));
+                    let doc = blk.base + u64::from(p.off(&blk, i));
                     out.entry(doc).or_default().push((term, p.weight(i)));
                 }
             }

@@ -22,7 +22,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use super::segment::Postings;
+use super::segment::{Block, Postings};
 use crate::docset::DocSet;
 use crate::query::TopK;
 
@@ -125,7 +125,8 @@ pub(super) struct Cursor<P> {
     q: f32,
     nblocks: usize,
     blk: usize,
-    base: u64,
+    /// Block `blk`'s metadata.
+    cur: Block,
     end: usize,
     pos: usize,
     /// Current document (`END` when exhausted); valid after `seek` and `next`.
@@ -142,7 +143,7 @@ impl<P: Postings> Cursor<P> {
             q,
             nblocks: p.nblocks(),
             blk: 0,
-            base: 0,
+            cur: Block::default(),
             end: 0,
             pos: 0,
             doc: END,
@@ -163,15 +164,20 @@ impl<P: Postings> Cursor<P> {
     fn load(&mut self, b: usize) {
         self.blk = b;
         if b < self.nblocks {
-            let blk = self.p.block(b);
-            self.base = blk.base;
-            self.pos = blk.start as usize;
+            self.cur = self.p.block(b);
+            self.pos = self.cur.start as usize;
             self.end = if b + 1 < self.nblocks {
                 self.p.block(b + 1).start as usize
             } else {
                 self.p.len()
             };
         }
+    }
+
+    /// Offset of posting `i` of the current block from its base.
+    #[inline]
+    fn off(&self, i: usize) -> u32 {
+        self.p.off(&self.cur, i)
     }
 
     /// Reads the document at `pos`, counting the block as decoded the first time.
@@ -185,7 +191,8 @@ impl<P: Postings> Cursor<P> {
             self.decoded += (self.end - self.pos) as u64;
         }
         self.visited += 1;
-        self.doc = self.base.saturating_add(u64::from(self.p.off(self.pos)));
+        let off = self.off(self.pos);
+        self.doc = self.cur.base.saturating_add(u64::from(off));
     }
 
     fn next(&mut self) {
@@ -214,7 +221,7 @@ impl<P: Postings> Cursor<P> {
     /// or after `target` (`None` when exhausted).
     fn shallow_start(&mut self, target: u64) -> Option<u64> {
         self.shallow(target);
-        (self.blk < self.nblocks).then(|| self.p.block(self.blk).base.max(target))
+        (self.blk < self.nblocks).then(|| self.cur.base.max(target))
     }
 
     /// Largest weight in the blocks from the current one that start at or before `upto`.
@@ -239,7 +246,7 @@ impl<P: Postings> Cursor<P> {
             self.read();
             return;
         }
-        let want = target.saturating_sub(self.base);
+        let want = target.saturating_sub(self.cur.base);
         // Gallop from the current posting (targets are usually near), then bisect.
         let (mut lo, mut step) = (self.pos, 1);
         let mut hi = loop {
@@ -248,7 +255,7 @@ impl<P: Postings> Cursor<P> {
                 break self.end;
             }
             self.visited += 1;
-            if u64::from(self.p.off(probe)) >= want {
+            if u64::from(self.off(probe)) >= want {
                 break probe;
             }
             lo = probe + 1;
@@ -257,7 +264,7 @@ impl<P: Postings> Cursor<P> {
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             self.visited += 1;
-            if u64::from(self.p.off(mid)) < want {
+            if u64::from(self.off(mid)) < want {
                 lo = mid + 1;
             } else {
                 hi = mid;

@@ -2,9 +2,11 @@
 //! validating reader, and the [`Postings`] view that search walks over both.
 //!
 //! A posting list is cut into blocks of at most [`BLOCK`] postings. Each block records its first
-//! and last document, its largest weight and where it starts; a posting stores its document as a
-//! `u32` offset from its block's first document, so a block also ends early where that offset
-//! would not fit. Offsets and weights are fixed-width, so a cursor reads any posting in place.
+//! and last document, its largest weight and where it starts; a posting stores its document as an
+//! offset from its block's first document, so a block also ends early where that offset would
+//! not fit a `u32`. In a file the offsets are bit-packed, each block at the width of its last
+//! offset, and weights are `f32`: both fixed-width within a block, so a cursor reads any posting
+//! in place. Version-1 files, with every offset a `u32`, are still read.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -17,7 +19,8 @@ use crate::error::{Error, Result};
 /// Most postings in one block.
 pub(super) const BLOCK: usize = 128;
 const SEG_MAGIC: &[u8; 8] = b"HDBSPSEG";
-const SEG_VERSION: u32 = 1;
+/// Version written; version 1 (unpacked offsets) is still read.
+const SEG_VERSION: u32 = 2;
 const HEADER: usize = 16;
 const DICT_ENTRY: usize = 24;
 const BLOCK_ENTRY: usize = 24;
@@ -35,6 +38,56 @@ pub(super) struct Block {
     pub max: f32,
     /// Index of the block's first posting within the list.
     pub start: u32,
+    /// In a file: byte position of the block's offsets within the list's offsets, and their
+    /// width in bits.
+    pub pos: u32,
+    pub bits: u32,
+}
+
+impl Block {
+    /// Bytes that `n` offsets of this block's width take.
+    fn packed_len(&self, n: usize) -> Option<usize> {
+        n.checked_mul(self.bits as usize).map(|b| b.div_ceil(8))
+    }
+}
+
+/// Bits needed for offsets up to `span`.
+fn width(span: u32) -> u32 {
+    u32::BITS - span.leading_zeros()
+}
+
+/// Appends `offs` to `out`, `bits` each, least significant bit first, ending on a whole byte.
+fn pack(offs: &[u32], bits: u32, out: &mut Vec<u8>) {
+    let (mut acc, mut n) = (0u64, 0u32);
+    for &o in offs {
+        acc |= u64::from(o) << n;
+        n += bits;
+        while n >= 8 {
+            out.push(acc as u8);
+            acc >>= 8;
+            n -= 8;
+        }
+    }
+    if n > 0 {
+        out.push(acc as u8);
+    }
+}
+
+/// The `bits`-wide value at bit `bit` of `b` (bits past the end read as 0).
+#[inline]
+fn unpack(b: &[u8], bit: usize, bits: u32) -> u32 {
+    let at = bit / 8;
+    let word = match b.get(at..).and_then(|s| s.first_chunk::<8>()) {
+        Some(c) => u64::from_le_bytes(*c),
+        None => {
+            let mut c = [0u8; 8];
+            let tail = b.get(at..).unwrap_or_default();
+            let n = tail.len().min(8);
+            c[..n].copy_from_slice(&tail[..n]);
+            u64::from_le_bytes(c)
+        }
+    };
+    ((word >> (bit % 8)) & ((1u64 << bits) - 1)) as u32
 }
 
 /// Read access to one term's posting list, in memory or in a mapped file.
@@ -43,8 +96,10 @@ pub(super) trait Postings {
     fn nblocks(&self) -> usize;
     /// Block `b`, or a default block when out of range.
     fn block(&self, b: usize) -> Block;
-    /// Offset of posting `i` from its block's base (0 when out of range).
-    fn off(&self, i: usize) -> u32;
+    /// Offset of posting `i`, which lies in block `blk`, from the block's base (0 when out of
+    /// range).
+    fn off(&self, blk: &Block, i: usize) -> u32;
+
     /// Weight of posting `i` (0 when out of range).
     fn weight(&self, i: usize) -> f32;
 }
@@ -80,6 +135,8 @@ impl MemTerm {
                     max: weight,
                     // A list never reaches 2^32 postings in practice; the writer rejects it.
                     start: u32::try_from(n).unwrap_or(u32::MAX),
+                    pos: 0,
+                    bits: 0,
                 });
                 self.offs.push(0);
             }
@@ -105,7 +162,7 @@ impl MemTerm {
                 p.len()
             };
             for i in blk.start as usize..end {
-                let doc = blk.base.saturating_add(u64::from(p.off(i)));
+                let doc = blk.base.saturating_add(u64::from(p.off(&blk, i)));
                 if keep(doc) {
                     self.push(doc, p.weight(i));
                 }
@@ -124,9 +181,10 @@ impl Postings for &MemTerm {
     fn block(&self, b: usize) -> Block {
         self.blocks.get(b).copied().unwrap_or_default()
     }
-    fn off(&self, i: usize) -> u32 {
+    fn off(&self, _: &Block, i: usize) -> u32 {
         self.offs.get(i).copied().unwrap_or(0)
     }
+
     fn weight(&self, i: usize) -> f32 {
         self.weights.get(i).copied().unwrap_or(0.0)
     }
@@ -135,30 +193,73 @@ impl Postings for &MemTerm {
 /// One term's posting list inside a mapped segment.
 #[derive(Clone, Copy)]
 pub(super) struct DiskTerm<'a> {
+    blocks: &'a [u8],
     offs: &'a [u8],
     weights: &'a [u8],
-    blocks: &'a [u8],
     max: f32,
+    version: u32,
+}
+
+impl DiskTerm<'_> {
+    /// Bytes the list takes in the file.
+    fn bytes(&self) -> usize {
+        self.blocks.len() + self.offs.len() + self.weights.len()
+    }
+}
+
+/// Block entry `b` of `blocks` in the layout of segment `version` (a default block when out of
+/// range).
+#[inline]
+fn block_entry(blocks: &[u8], b: usize, version: u32) -> Block {
+    let Some(e) = b
+        .checked_mul(BLOCK_ENTRY)
+        .and_then(|at| blocks.get(at..))
+        .and_then(|s| s.first_chunk::<BLOCK_ENTRY>())
+    else {
+        return Block::default();
+    };
+    let field = |o: usize| u32::from_le_bytes([e[o], e[o + 1], e[o + 2], e[o + 3]]);
+    let base = u64::from(field(0)) | u64::from(field(4)) << 32;
+    if version == 1 {
+        let start = field(20);
+        return Block {
+            base,
+            last: u64::from(field(8)) | u64::from(field(12)) << 32,
+            max: f32::from_bits(field(16)),
+            start,
+            pos: start.saturating_mul(4),
+            bits: 32,
+        };
+    }
+    let span = field(8);
+    Block {
+        base,
+        last: base.saturating_add(u64::from(span)),
+        max: f32::from_bits(field(12)),
+        start: field(16),
+        pos: field(20),
+        bits: width(span),
+    }
 }
 
 impl Postings for DiskTerm<'_> {
     fn len(&self) -> usize {
-        self.offs.len() / 4
+        self.weights.len() / 4
     }
     fn nblocks(&self) -> usize {
         self.blocks.len() / BLOCK_ENTRY
     }
+    #[inline]
     fn block(&self, b: usize) -> Block {
-        let at = b.saturating_mul(BLOCK_ENTRY);
-        Block {
-            base: u64_at(self.blocks, at),
-            last: u64_at(self.blocks, at.saturating_add(8)),
-            max: f32::from_bits(u32_at(self.blocks, at.saturating_add(16))),
-            start: u32_at(self.blocks, at.saturating_add(20)),
-        }
+        block_entry(self.blocks, b, self.version)
     }
-    fn off(&self, i: usize) -> u32 {
-        u32_at(self.offs, i.saturating_mul(4))
+    #[inline]
+    fn off(&self, blk: &Block, i: usize) -> u32 {
+        let k = i.saturating_sub(blk.start as usize);
+        let bit = (blk.pos as usize)
+            .saturating_mul(8)
+            .saturating_add(k.saturating_mul(blk.bits as usize));
+        unpack(self.offs, bit, blk.bits)
     }
     fn weight(&self, i: usize) -> f32 {
         f32::from_bits(u32_at(self.weights, i.saturating_mul(4)))
@@ -253,14 +354,26 @@ impl SegmentWriter {
         self.dict.extend_from_slice(&t.max.to_le_bytes());
         self.dict.extend_from_slice(&self.pos.to_le_bytes());
         let mut buf = Vec::with_capacity(t.offs.len() * 8 + t.blocks.len() * BLOCK_ENTRY);
-        buf.extend(t.offs.iter().flat_map(|o| o.to_le_bytes()));
-        buf.extend(t.weights.iter().flat_map(|w| w.to_le_bytes()));
-        for b in &t.blocks {
+        let mut packed = Vec::with_capacity(t.offs.len() * 4);
+        for (i, b) in t.blocks.iter().enumerate() {
+            let end = t
+                .blocks
+                .get(i + 1)
+                .map_or(t.offs.len(), |n| n.start as usize);
+            // Offsets fit a u32 by construction, and so do their packed bytes (< 4·count).
+            let span = u32::try_from(b.last - b.base).unwrap_or(u32::MAX);
+            let Ok(pos) = u32::try_from(packed.len()) else {
+                return Err(Error::invalid(format!("term {term} has too many postings")));
+            };
+            pack(&t.offs[b.start as usize..end], width(span), &mut packed);
             buf.extend_from_slice(&b.base.to_le_bytes());
-            buf.extend_from_slice(&b.last.to_le_bytes());
+            buf.extend_from_slice(&span.to_le_bytes());
             buf.extend_from_slice(&b.max.to_le_bytes());
             buf.extend_from_slice(&b.start.to_le_bytes());
+            buf.extend_from_slice(&pos.to_le_bytes());
         }
+        buf.extend_from_slice(&packed);
+        buf.extend(t.weights.iter().flat_map(|w| w.to_le_bytes()));
         self.put(&buf)
     }
 
@@ -304,6 +417,8 @@ pub(super) struct Segment {
     pub min_doc: u64,
     pub max_doc: u64,
     pub min_weight: f32,
+    /// Layout version of the file.
+    pub version: u32,
 }
 
 impl Segment {
@@ -334,8 +449,9 @@ impl Segment {
         if b.get(..8) != Some(&SEG_MAGIC[..]) {
             return Err(bad("bad magic".into()));
         }
-        if u32_at(b, 8) != SEG_VERSION {
-            return Err(bad(format!("unsupported version {}", u32_at(b, 8))));
+        let version = u32_at(b, 8);
+        if !(1..=SEG_VERSION).contains(&version) {
+            return Err(bad(format!("unsupported version {version}")));
         }
         let f = b.len() - FOOTER;
         let dict_offset = u64_at(b, f);
@@ -356,6 +472,7 @@ impl Segment {
             max_doc: u64_at(b, f + 32),
             min_weight: f32::from_bits(u32_at(b, f + 40)),
             map,
+            version,
         };
         seg.validate().map_err(bad)?;
         Ok(seg)
@@ -383,7 +500,7 @@ impl Segment {
                 .term_at(e)
                 .ok_or_else(|| format!("term {term}: postings out of bounds"))?;
             let (lo, hi, w) = check_list(&t).map_err(|r| format!("term {term}: {r}"))?;
-            pos += (t.offs.len() * 2 + t.blocks.len()) as u64;
+            pos += t.bytes() as u64;
             postings += t.len() as u64;
             min_doc = min_doc.min(lo);
             max_doc = max_doc.max(hi);
@@ -407,18 +524,37 @@ impl Segment {
         let nblocks = u32_at(&self.map, at + 8) as usize;
         let max = f32::from_bits(u32_at(&self.map, at + 12));
         let start = usize::try_from(u64_at(&self.map, at + 16)).ok()?;
-        let w_at = start.checked_add(count.checked_mul(4)?)?;
-        let b_at = w_at.checked_add(count.checked_mul(4)?)?;
-        let end = b_at.checked_add(nblocks.checked_mul(BLOCK_ENTRY)?)?;
-        if start < HEADER || end > self.dict_offset {
+        if start < HEADER || nblocks == 0 {
             return None;
         }
-        let b = self.map.get(start..end)?;
+        let list = self.map.get(start..self.dict_offset)?;
+        let blocks_len = nblocks.checked_mul(BLOCK_ENTRY)?;
+        let weights_len = count.checked_mul(4)?;
+        // Version 1: offsets, weights, blocks. Version 2: blocks, packed offsets, weights, the
+        // offsets ending where the last block's do.
+        let (blocks, offs, weights) = if self.version == 1 {
+            let offs = list.get(..weights_len)?;
+            let weights = list.get(weights_len..weights_len.checked_mul(2)?)?;
+            (
+                list.get(weights_len * 2..)?.get(..blocks_len)?,
+                offs,
+                weights,
+            )
+        } else {
+            let blocks = list.get(..blocks_len)?;
+            let last = block_entry(blocks, nblocks - 1, self.version);
+            let n = count.checked_sub(last.start as usize)?;
+            let offs_len = (last.pos as usize).checked_add(last.packed_len(n)?)?;
+            let rest = list.get(blocks_len..)?;
+            let weights = rest.get(offs_len..)?.get(..weights_len)?;
+            (blocks, rest.get(..offs_len)?, weights)
+        };
         Some(DiskTerm {
-            offs: b.get(..w_at - start)?,
-            weights: b.get(w_at - start..b_at - start)?,
-            blocks: b.get(b_at - start..)?,
+            blocks,
+            offs,
+            weights,
             max,
+            version: self.version,
         })
     }
 
@@ -454,6 +590,7 @@ fn check_list(t: &DiskTerm<'_>) -> Result<(u64, u64, f32), String> {
         return Err(format!("{n} postings in {nb} blocks"));
     }
     let (mut max, mut min_w, mut prev_last) = (f32::NEG_INFINITY, f32::INFINITY, None);
+    let mut pos = 0usize;
     for b in 0..nb {
         let blk = t.block(b);
         let start = blk.start as usize;
@@ -466,12 +603,18 @@ fn check_list(t: &DiskTerm<'_>) -> Result<(u64, u64, f32), String> {
         if start != want_start || end <= start || end - start > BLOCK || end > n {
             return Err(format!("block {b} has a bad extent"));
         }
-        if prev_last.is_some_and(|p| p >= blk.base) || t.off(start) != 0 {
+        if blk.pos as usize != pos {
+            return Err(format!("block {b}: offsets not where expected"));
+        }
+        pos = blk
+            .packed_len(end - start)
+            .map_or(usize::MAX, |n| pos.saturating_add(n));
+        if prev_last.is_some_and(|p| p >= blk.base) || t.off(&blk, start) != 0 {
             return Err(format!("block {b}: documents not ascending"));
         }
         let mut bmax = f32::NEG_INFINITY;
         for i in start..end {
-            if i > start && t.off(i) <= t.off(i - 1) {
+            if i > start && t.off(&blk, i) <= t.off(&blk, i - 1) {
                 return Err(format!("block {b}: documents not ascending"));
             }
             let w = t.weight(i);
@@ -481,7 +624,7 @@ fn check_list(t: &DiskTerm<'_>) -> Result<(u64, u64, f32), String> {
             bmax = bmax.max(w);
             min_w = min_w.min(w);
         }
-        let last = blk.base.checked_add(u64::from(t.off(end - 1)));
+        let last = blk.base.checked_add(u64::from(t.off(&blk, end - 1)));
         if last != Some(blk.last) || bmax.to_bits() != blk.max.to_bits() {
             return Err(format!("block {b}: metadata disagrees with its postings"));
         }
@@ -491,5 +634,46 @@ fn check_list(t: &DiskTerm<'_>) -> Result<(u64, u64, f32), String> {
     if max.to_bits() != t.max.to_bits() {
         return Err("list maximum disagrees with its blocks".into());
     }
+    if pos != t.offs.len() {
+        return Err("offsets do not end where the blocks do".into());
+    }
     Ok((t.block(0).base, t.block(nb - 1).last, min_w))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packed_offsets_round_trip_at_every_width() {
+        for bits in 0..=32u32 {
+            let max = if bits == 0 {
+                0
+            } else {
+                u32::MAX >> (32 - bits)
+            };
+            let offs: Vec<u32> = (0..131u32)
+                .map(|i| match i % 3 {
+                    0 => max,
+                    1 => i.wrapping_mul(0x9e37_79b9) & max,
+                    _ => 0,
+                })
+                .collect();
+            let mut out = vec![0xaa];
+            pack(&offs, bits, &mut out);
+            assert_eq!(out.len(), 1 + (offs.len() * bits as usize).div_ceil(8));
+            for (k, &o) in offs.iter().enumerate() {
+                assert_eq!(
+                    unpack(&out, 8 + k * bits as usize, bits),
+                    o,
+                    "bits {bits} k {k}"
+                );
+            }
+        }
+        assert_eq!(width(0), 0);
+        assert_eq!(width(1), 1);
+        assert_eq!(width(255), 8);
+        assert_eq!(width(256), 9);
+        assert_eq!(width(u32::MAX), 32);
+    }
 }

@@ -1,3 +1,4 @@
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::*;
@@ -439,8 +440,19 @@ fn structurally_bad_segment_with_valid_crc_is_refused() {
         b
     };
     let dict_offset = u64_at(&good, good.len() - 52) as usize;
+    // The first list: its block entries from offset 16, then its packed offsets.
+    let packed = 16 + 24 * u32_at(&good, dict_offset + 8) as usize;
+    assert!(
+        u32_at(&good, 24) > 0,
+        "the first block should hold several postings"
+    );
     let cases: Vec<(usize, u8)> = vec![
-        (16, 0x05),               // first posting offset of the first block is not 0
+        (16, 0x05),               // first block's first document
+        (24, 0x01),               // first block's span (last − first document)
+        (28, 0x40),               // first block's maximum
+        (32, 0x01),               // first block's start is not 0
+        (36, 0x01),               // first block's offsets do not start the list's
+        (packed, 0x01),           // first posting offset of the first block is not 0
         (dict_offset, 0xff),      // first term id
         (dict_offset + 4, 0x01),  // posting count
         (dict_offset + 8, 0x07),  // block count
@@ -601,4 +613,118 @@ fn a_merge_does_not_claim_the_memory_segment() {
     assert_eq!(idx.committed(), (2, 200));
     add_all(&mut idx, &docs[200..], 3, 300);
     assert_exact(&idx, &docs, &queries, &all(300), &[10]);
+}
+
+/// A version-1 segment file (every offset a `u32`; offsets, weights, then block entries), written
+/// from `storage-format.md`'s description rather than by the index's writer.
+fn v1_segment(postings: &BTreeMap<u32, Vec<(u64, f32)>>) -> Vec<u8> {
+    let mut f = b"HDBSPSEG".to_vec();
+    f.extend_from_slice(&1u32.to_le_bytes());
+    f.extend_from_slice(&0u32.to_le_bytes());
+    let mut dict = Vec::new();
+    let (mut total, mut min_doc, mut max_doc, mut min_w) = (0u64, u64::MAX, 0u64, f32::MAX);
+    for (&term, list) in postings {
+        let blocks: Vec<&[(u64, f32)]> = list.chunks(128).collect();
+        let max = list.iter().map(|p| p.1).fold(f32::MIN, f32::max);
+        dict.extend_from_slice(&term.to_le_bytes());
+        dict.extend_from_slice(&(list.len() as u32).to_le_bytes());
+        dict.extend_from_slice(&(blocks.len() as u32).to_le_bytes());
+        dict.extend_from_slice(&max.to_le_bytes());
+        dict.extend_from_slice(&(f.len() as u64).to_le_bytes());
+        for b in &blocks {
+            for p in *b {
+                f.extend_from_slice(&((p.0 - b[0].0) as u32).to_le_bytes());
+            }
+        }
+        for p in list {
+            f.extend_from_slice(&p.1.to_le_bytes());
+            min_w = min_w.min(p.1);
+        }
+        for (i, b) in blocks.iter().enumerate() {
+            let bmax = b.iter().map(|p| p.1).fold(f32::MIN, f32::max);
+            f.extend_from_slice(&b[0].0.to_le_bytes());
+            f.extend_from_slice(&b[b.len() - 1].0.to_le_bytes());
+            f.extend_from_slice(&bmax.to_le_bytes());
+            f.extend_from_slice(&((i * 128) as u32).to_le_bytes());
+        }
+        total += list.len() as u64;
+        min_doc = min_doc.min(list[0].0);
+        max_doc = max_doc.max(list[list.len() - 1].0);
+    }
+    let dict_offset = f.len() as u64;
+    let terms = (dict.len() / 24) as u64;
+    f.extend_from_slice(&dict);
+    for v in [dict_offset, terms, total, min_doc, max_doc] {
+        f.extend_from_slice(&v.to_le_bytes());
+    }
+    f.extend_from_slice(&min_w.to_le_bytes());
+    f.extend_from_slice(&0u32.to_le_bytes());
+    let crc = crc32fast::hash(&f);
+    f.extend_from_slice(&crc.to_le_bytes());
+    f
+}
+
+#[test]
+fn version_1_segments_are_still_read_and_merged_into_version_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rng = Rng(31);
+    let vocab = Vocab::new(2000, 1.0);
+    let docs = numbered(corpus(&mut rng, &vocab, 1500, 5, 60));
+    let queries: Vec<SparseVector> = (0..30).map(|_| vocab.vector(&mut rng, 12, true)).collect();
+    let mut idx = SparseIndex::open(tmp.path(), true).unwrap();
+    add_all(&mut idx, &docs[..1000], 1, 1000);
+    idx.flush().unwrap();
+    // Replace the segment with the same postings in the version-1 layout.
+    let path = idx.segments[0].path.clone();
+    let mut by_term: BTreeMap<u32, Vec<(u64, f32)>> = BTreeMap::new();
+    for (d, v) in &docs[..1000] {
+        for (&t, &w) in v.indices().iter().zip(v.values()) {
+            by_term.entry(t).or_default().push((*d, w));
+        }
+    }
+    drop(idx);
+    let v1 = v1_segment(&by_term);
+    assert_eq!(u32_at(&v1, 8), 1);
+    std::fs::write(&path, &v1).unwrap();
+    let mut idx = SparseIndex::open(tmp.path(), true).unwrap();
+    assert_eq!(idx.segments[0].version, 1);
+    let want: HashMap<u64, Vec<(u32, f32)>> = docs[..1000]
+        .iter()
+        .map(|(d, v)| {
+            (
+                *d,
+                v.indices()
+                    .iter()
+                    .copied()
+                    .zip(v.values().iter().copied())
+                    .collect(),
+            )
+        })
+        .collect();
+    assert_eq!(idx.forward(), want);
+    assert_exact(&idx, &docs[..1000], &queries, &all(1000), &[1, 10]);
+
+    // A version-1 segment searched beside a version-2 one, then both merged into version 2.
+    add_all(&mut idx, &docs[1000..], 2, 1500);
+    idx.flush().unwrap();
+    assert_eq!(idx.segments.len(), 2);
+    assert_eq!(idx.segments[1].version, 2);
+    assert_exact(&idx, &docs, &queries, &all(1500), &[1, 10]);
+    idx.merge(&all(1500)).unwrap();
+    assert_eq!(idx.segments.len(), 1);
+    assert_eq!(idx.segments[0].version, 2);
+    let merged = std::fs::metadata(&idx.segments[0].path).unwrap().len();
+    assert_exact(&idx, &docs, &queries, &all(1500), &[1, 10]);
+    // Packed offsets take at most 11 bits here (documents < 1500), against 32 in version 1.
+    for (d, v) in &docs[1000..] {
+        for (&t, &w) in v.indices().iter().zip(v.values()) {
+            by_term.entry(t).or_default().push((*d, w));
+        }
+    }
+    let v1_len = v1_segment(&by_term).len() as u64;
+    let postings = idx.postings();
+    assert!(
+        merged + 2 * postings < v1_len,
+        "{merged} bytes for {postings} postings, {v1_len} in version 1"
+    );
 }
