@@ -182,6 +182,12 @@ fn main() {
     let dim = docs[0].dense_vector().map_or(0, <[f32]>::len);
     let has_sparse = docs[0].sparse_vector().is_some();
     let raw_bytes: u64 = docs.len() as u64 * dim as u64 * 4 + dir.text_bytes();
+    // The sparse vectors as given: a u32 id and an f32 weight per term.
+    let raw_sparse_bytes: u64 = docs
+        .iter()
+        .filter_map(|d| d.sparse_vector())
+        .map(|s| s.indices().len() as u64 * 8)
+        .sum();
     let baseline_rss = memory("VmRSS:");
 
     let work = arg_str("--work").map_or_else(|| tempfile::tempdir().unwrap().keep(), PathBuf::from);
@@ -306,6 +312,7 @@ fn main() {
         "docs_per_s": n_docs as f64 / (ingest_s + index_build_s),
         "disk_bytes": disk_bytes,
         "raw_bytes": raw_bytes,
+        "raw_sparse_bytes": raw_sparse_bytes,
         "peak_rss_bytes": memory("VmHWM:"),
         "baseline_rss_bytes": baseline_rss,
         "latency_ms": {"dense": dense_lat, "text": text_lat, "hybrid": hybrid_lat},

@@ -103,15 +103,17 @@ def dataset_tables(name, rows, rows_all, out):
     r0 = rows[0]
     out.append(f"## {name} ({num(r0.get('docs'))} documents, {r0.get('dim')}-d)\n")
     out.append("| system | ingest s | index build s | docs/s | disk MiB | disk / raw | "
-               "peak RSS MiB | baseline RSS MiB |")
-    out.append("|---|---|---|---|---|---|---|---|")
+               "disk / raw with sparse | peak RSS MiB | baseline RSS MiB |")
+    out.append("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         disk, raw = r.get("disk_bytes"), r.get("raw_bytes")
+        sparse = r.get("raw_sparse_bytes")
         out.append(" | ".join([
             f"| {label(r)}", num(r.get("ingest_s")), num(r.get("index_build_s")),
             num(r.get("docs_per_s"), 0) if r.get("docs_per_s") else "n/a",
             num(disk / MIB if disk is not None else None),
             num(div(disk, raw)),
+            num(div(disk, raw + sparse)) if raw is not None and sparse is not None else "n/a",
             num(r["peak_rss_bytes"] / MIB if r.get("peak_rss_bytes") else None, 0),
             num(r["baseline_rss_bytes"] / MIB if r.get("baseline_rss_bytes") else None, 0),
         ]) + " |")

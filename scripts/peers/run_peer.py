@@ -200,6 +200,7 @@ class Milvus:
         self.version = version("milvus-lite")
         self.python_engine = int(self.version.split(".")[0]) >= 3
         self.ds, self.leg_k = ds, a.leg_k
+        self.sparse_terms = 0
         self.path = os.path.join(work, "milvus.db")
         self.client = MilvusClient(self.path)
         too_long = max(len(t.encode()) for t in ds.texts)
@@ -263,6 +264,7 @@ class Milvus:
     def ingest(self):
         ds, t = self.ds, 0.0
         for b, sparse in enumerate(sparse_batches(ds.sparse_path, self.batch)):
+            self.sparse_terms += sum(len(sp) for sp in sparse)
             s = b * self.batch
             rows = [{"id": s + j, "text": ds.texts[s + j], "dense": ds.dense[s + j],
                      "sparse": sp} for j, sp in enumerate(sparse)]
@@ -490,6 +492,8 @@ def main():
     recall.setdefault("dense_vs_exact", None)
 
     version, index, notes = system.version, system.index, list(system.notes)
+    # The sparse vectors a system was given, as given: a u32 id and an f32 weight per term.
+    raw_sparse = getattr(system, "sparse_terms", 0) * 8
     child_peak = system.child_peak_rss() if hasattr(system, "child_peak_rss") else 0
     system.close()
     del system
@@ -508,6 +512,7 @@ def main():
         "ingest_s": ingest_s, "index_build_s": index_s,
         "docs_per_s": ds.n / total if total > 0 else None,
         "disk_bytes": disk, "raw_bytes": ds.n * ds.dim * 4 + ds.raw_text_bytes,
+        "raw_sparse_bytes": raw_sparse,
         "peak_rss_bytes": peak, "baseline_rss_bytes": baseline_rss,
         "latency_ms": latency,
         "recall": {k: recall[k] for k in ("dense_vs_exact", "dense_qrels", "text_qrels", "hybrid_qrels")},
