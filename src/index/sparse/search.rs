@@ -181,6 +181,7 @@ impl<P: Postings> Cursor<P> {
     }
 
     /// Reads the document at `pos`, counting the block as decoded the first time.
+    #[inline]
     fn read(&mut self) {
         if self.blk >= self.nblocks || self.pos >= self.end {
             self.doc = END;
@@ -195,6 +196,7 @@ impl<P: Postings> Cursor<P> {
         self.doc = self.cur.base.saturating_add(u64::from(off));
     }
 
+    #[inline]
     fn next(&mut self) {
         self.pos += 1;
         if self.pos >= self.end {
@@ -281,6 +283,34 @@ impl<P: Postings> Cursor<P> {
     fn contribution(&self) -> f32 {
         self.q * self.p.weight(self.pos)
     }
+
+    /// Calls `f(doc, contribution)` for each posting from the current one through document
+    /// `upto` and leaves the cursor on the next: `next` in a loop, with the position in a
+    /// register.
+    #[inline]
+    fn drain(&mut self, upto: u64, mut f: impl FnMut(u64, f32)) {
+        while self.doc <= upto {
+            let (base, end) = (self.cur.base, self.end);
+            let (mut pos, mut doc, mut read) = (self.pos, self.doc, 0);
+            loop {
+                f(doc, self.q * self.p.weight(pos));
+                pos += 1;
+                if pos >= end {
+                    break;
+                }
+                read += 1;
+                doc = base.saturating_add(u64::from(self.p.off(&self.cur, pos)));
+                if doc > upto {
+                    (self.pos, self.doc) = (pos, doc);
+                    self.visited += read;
+                    return;
+                }
+            }
+            self.visited += read;
+            self.pos = end - 1;
+            self.next();
+        }
+    }
 }
 
 /// Scores every document of the lists: term at a time into `f32` sums per window, in query term
@@ -305,15 +335,15 @@ fn score_all<P: Postings>(mut lists: Vec<Cursor<P>>, col: &mut Collector<'_>) {
         }
         ws = start;
         let we = ws.saturating_add(WINDOW as u64 - 1).min(END - 1);
+        let (sums, seen) = (&mut col.sums, &mut col.seen);
         for c in &mut lists {
-            while c.doc <= we {
-                let at = (c.doc - ws) as usize;
-                if let (Some(a), Some(s)) = (col.sums.get_mut(at), col.seen.get_mut(at / 64)) {
-                    *a += c.contribution();
+            c.drain(we, |doc, x| {
+                let at = (doc - ws) as usize;
+                if let (Some(a), Some(s)) = (sums.get_mut(at), seen.get_mut(at / 64)) {
+                    *a += x;
                     *s |= 1 << (at % 64);
                 }
-                c.next();
-            }
+            });
         }
         for w in 0..col.seen.len() {
             let mut bits = std::mem::take(&mut col.seen[w]);
@@ -383,14 +413,14 @@ pub(super) fn search_lists<P: Postings + Clone>(
             for &i in &order[e..] {
                 let c = &mut walk[i];
                 c.seek(ws);
-                while c.doc <= we {
-                    let at = (c.doc - ws) as usize;
-                    if let (Some(a), Some(s)) = (col.acc.get_mut(at), col.seen.get_mut(at / 64)) {
-                        *a += f64::from(c.contribution());
+                let (acc, seen) = (&mut col.acc, &mut col.seen);
+                c.drain(we, |doc, x| {
+                    let at = (doc - ws) as usize;
+                    if let (Some(a), Some(s)) = (acc.get_mut(at), seen.get_mut(at / 64)) {
+                        *a += f64::from(x);
                         *s |= 1 << (at % 64);
                     }
-                    c.next();
-                }
+                });
             }
             let rest = if e > 0 { prefix[e - 1] } else { 0.0 };
             for w in 0..col.seen.len() {

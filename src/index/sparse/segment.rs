@@ -77,8 +77,8 @@ fn pack(offs: &[u32], bits: u32, out: &mut Vec<u8>) {
 #[inline]
 fn unpack(b: &[u8], bit: usize, bits: u32) -> u32 {
     let at = bit / 8;
-    let word = match b.get(at..).and_then(|s| s.first_chunk::<8>()) {
-        Some(c) => u64::from_le_bytes(*c),
+    let word = match b.get(at..at.wrapping_add(8)) {
+        Some(c) => u64::from_le_bytes(c.try_into().unwrap_or_default()),
         None => {
             let mut c = [0u8; 8];
             let tail = b.get(at..).unwrap_or_default();
@@ -99,7 +99,6 @@ pub(super) trait Postings {
     /// Offset of posting `i`, which lies in block `blk`, from the block's base (0 when out of
     /// range).
     fn off(&self, blk: &Block, i: usize) -> u32;
-
     /// Weight of posting `i` (0 when out of range).
     fn weight(&self, i: usize) -> f32;
 }
@@ -184,7 +183,6 @@ impl Postings for &MemTerm {
     fn off(&self, _: &Block, i: usize) -> u32 {
         self.offs.get(i).copied().unwrap_or(0)
     }
-
     fn weight(&self, i: usize) -> f32 {
         self.weights.get(i).copied().unwrap_or(0.0)
     }
@@ -196,6 +194,9 @@ pub(super) struct DiskTerm<'a> {
     blocks: &'a [u8],
     offs: &'a [u8],
     weights: &'a [u8],
+    /// `offs` and then `weights`: offsets are read 8 bytes at a time, and the weights after
+    /// them keep most reads near the end of the offsets on the fast path.
+    packed: &'a [u8],
     max: f32,
     version: u32,
 }
@@ -255,11 +256,12 @@ impl Postings for DiskTerm<'_> {
     }
     #[inline]
     fn off(&self, blk: &Block, i: usize) -> u32 {
-        let k = i.saturating_sub(blk.start as usize);
+        // Out-of-range positions wrap to huge bit numbers, which read as 0.
+        let k = i.wrapping_sub(blk.start as usize);
         let bit = (blk.pos as usize)
-            .saturating_mul(8)
-            .saturating_add(k.saturating_mul(blk.bits as usize));
-        unpack(self.offs, bit, blk.bits)
+            .wrapping_mul(8)
+            .wrapping_add(k.wrapping_mul(blk.bits as usize));
+        unpack(self.packed, bit, blk.bits)
     }
     fn weight(&self, i: usize) -> f32 {
         f32::from_bits(u32_at(self.weights, i.saturating_mul(4)))
@@ -341,18 +343,6 @@ impl SegmentWriter {
         else {
             return Err(Error::invalid(format!("term {term} has too many postings")));
         };
-        self.min_doc = self.min_doc.min(first.base);
-        self.max_doc = self.max_doc.max(last.last);
-        self.postings += u64::from(count);
-        for w in &t.weights {
-            self.min_weight = self.min_weight.min(*w);
-        }
-        self.last_term = Some(term);
-        self.dict.extend_from_slice(&term.to_le_bytes());
-        self.dict.extend_from_slice(&count.to_le_bytes());
-        self.dict.extend_from_slice(&nblocks.to_le_bytes());
-        self.dict.extend_from_slice(&t.max.to_le_bytes());
-        self.dict.extend_from_slice(&self.pos.to_le_bytes());
         let mut buf = Vec::with_capacity(t.offs.len() * 8 + t.blocks.len() * BLOCK_ENTRY);
         let mut packed = Vec::with_capacity(t.offs.len() * 4);
         for (i, b) in t.blocks.iter().enumerate() {
@@ -360,7 +350,7 @@ impl SegmentWriter {
                 .blocks
                 .get(i + 1)
                 .map_or(t.offs.len(), |n| n.start as usize);
-            // Offsets fit a u32 by construction, and so do their packed bytes (< 4·count).
+            // Offsets fit a u32 by construction (`MemTerm::push`).
             let span = u32::try_from(b.last - b.base).unwrap_or(u32::MAX);
             let Ok(pos) = u32::try_from(packed.len()) else {
                 return Err(Error::invalid(format!("term {term} has too many postings")));
@@ -374,6 +364,18 @@ impl SegmentWriter {
         }
         buf.extend_from_slice(&packed);
         buf.extend(t.weights.iter().flat_map(|w| w.to_le_bytes()));
+        self.min_doc = self.min_doc.min(first.base);
+        self.max_doc = self.max_doc.max(last.last);
+        self.postings += u64::from(count);
+        for w in &t.weights {
+            self.min_weight = self.min_weight.min(*w);
+        }
+        self.last_term = Some(term);
+        self.dict.extend_from_slice(&term.to_le_bytes());
+        self.dict.extend_from_slice(&count.to_le_bytes());
+        self.dict.extend_from_slice(&nblocks.to_le_bytes());
+        self.dict.extend_from_slice(&t.max.to_le_bytes());
+        self.dict.extend_from_slice(&self.pos.to_le_bytes());
         self.put(&buf)
     }
 
@@ -532,27 +534,28 @@ impl Segment {
         let weights_len = count.checked_mul(4)?;
         // Version 1: offsets, weights, blocks. Version 2: blocks, packed offsets, weights, the
         // offsets ending where the last block's do.
-        let (blocks, offs, weights) = if self.version == 1 {
-            let offs = list.get(..weights_len)?;
-            let weights = list.get(weights_len..weights_len.checked_mul(2)?)?;
-            (
-                list.get(weights_len * 2..)?.get(..blocks_len)?,
-                offs,
-                weights,
-            )
+        let (blocks, offs_len, packed) = if self.version == 1 {
+            let packed = list.get(..weights_len.checked_mul(2)?)?;
+            let blocks = list.get(weights_len * 2..)?.get(..blocks_len)?;
+            (blocks, weights_len, packed)
         } else {
             let blocks = list.get(..blocks_len)?;
             let last = block_entry(blocks, nblocks - 1, self.version);
             let n = count.checked_sub(last.start as usize)?;
             let offs_len = (last.pos as usize).checked_add(last.packed_len(n)?)?;
             let rest = list.get(blocks_len..)?;
-            let weights = rest.get(offs_len..)?.get(..weights_len)?;
-            (blocks, rest.get(..offs_len)?, weights)
+            (
+                blocks,
+                offs_len,
+                rest.get(..offs_len.checked_add(weights_len)?)?,
+            )
         };
+        let (offs, weights) = packed.split_at(offs_len);
         Some(DiskTerm {
             blocks,
             offs,
             weights,
+            packed,
             max,
             version: self.version,
         })
