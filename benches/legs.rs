@@ -1,6 +1,8 @@
 //! The sparse leg against a brute-force scan, and the cost of a ColBERT rerank, measured in one
-//! run: `cargo bench --bench legs [-- --docs N --queries Q]`. Latencies are single queries,
-//! p50 / p99 in milliseconds.
+//! run: `cargo bench --bench legs [-- --docs N --queries Q] [--sparse-data DIR]`. Latencies are
+//! single queries, p50 / p99 in milliseconds. `--sparse-data` takes the sparse leg's documents
+//! and queries from a dataset directory (`corpus.sparse.jsonl`, `queries.sparse.jsonl`) instead
+//! of the synthetic ones.
 
 use std::time::Instant;
 
@@ -32,10 +34,33 @@ impl SparseGen for Rng {
     }
 }
 
+/// The sparse vectors of a dataset directory's corpus and queries.
+fn dataset_sparse(dir: &str) -> (Vec<SparseVector>, Vec<SparseVector>) {
+    let set = hybridb::dataset::DatasetDir::new(dir);
+    let read = |path: Option<std::path::PathBuf>| -> Vec<SparseVector> {
+        let path = path.expect("corpus.sparse.jsonl and queries.sparse.jsonl");
+        hybridb::dataset::read_sparse_jsonl(&path)
+            .expect("a sparse file")
+            .map(|r| {
+                let r = r.expect("a sparse record");
+                SparseVector::new(r.indices, r.values).expect("ascending ids")
+            })
+            .collect()
+    };
+    (read(set.corpus_sparse()), read(set.queries_sparse()))
+}
+
 fn sparse(n: usize, n_queries: usize) {
-    let mut rng = Rng(7);
-    let docs: Vec<SparseVector> = (0..n).map(|_| rng.sparse(100)).collect();
-    let queries: Vec<SparseVector> = (0..n_queries).map(|_| rng.sparse(30)).collect();
+    let (docs, queries) = match common::arg_str("--sparse-data") {
+        Some(dir) => dataset_sparse(&dir),
+        None => {
+            let mut rng = Rng(7);
+            let docs: Vec<SparseVector> = (0..n).map(|_| rng.sparse(100)).collect();
+            let queries: Vec<SparseVector> = (0..n_queries).map(|_| rng.sparse(30)).collect();
+            (docs, queries)
+        }
+    };
+    let (n, n_queries) = (docs.len(), n_queries.min(queries.len()));
     let dir = tempfile::tempdir().expect("tempdir");
     let db = Database::open_or_create(dir.path(), Schema::new().sparse()).expect("create");
     let start = Instant::now();
@@ -47,9 +72,7 @@ fn sparse(n: usize, n_queries: usize) {
     w.commit().expect("commit");
     db.checkpoint().expect("flush");
     let postings: usize = docs.iter().map(|d| d.indices().len()).sum();
-    println!(
-        "\n## sparse leg: {n} documents, {postings} postings, {n_queries} queries of ~30 terms, k = 10\n"
-    );
+    println!("\n## sparse leg: {n} documents, {postings} postings, {n_queries} queries, k = 10\n");
     println!("ingest + flush: {:.2} s", start.elapsed().as_secs_f64());
     let (b50, b99) = latency(n_queries, |i| {
         let q = &queries[i];
