@@ -215,8 +215,7 @@ impl<P: Postings> Cursor<P> {
         if b != self.blk {
             self.load(b);
         }
-        let blk = self.p.block(b);
-        (b < self.nblocks && blk.base <= target).then_some(blk.max)
+        (b < self.nblocks && self.cur.base <= target).then_some(self.cur.max)
     }
 
     /// Skips blocks that end before `target`; returns the first document the list may hold at

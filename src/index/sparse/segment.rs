@@ -192,11 +192,11 @@ impl Postings for &MemTerm {
 #[derive(Clone, Copy)]
 pub(super) struct DiskTerm<'a> {
     blocks: &'a [u8],
-    offs: &'a [u8],
+    /// The offsets and then the weights: offsets are read 8 bytes at a time, and the weights
+    /// after them keep most reads near the end of the offsets on the fast path.
+    data: &'a [u8],
+    /// The tail of `data`.
     weights: &'a [u8],
-    /// `offs` and then `weights`: offsets are read 8 bytes at a time, and the weights after
-    /// them keep most reads near the end of the offsets on the fast path.
-    packed: &'a [u8],
     max: f32,
     version: u32,
 }
@@ -204,7 +204,12 @@ pub(super) struct DiskTerm<'a> {
 impl DiskTerm<'_> {
     /// Bytes the list takes in the file.
     fn bytes(&self) -> usize {
-        self.blocks.len() + self.offs.len() + self.weights.len()
+        self.blocks.len() + self.data.len()
+    }
+
+    /// Bytes the offsets take.
+    fn offs_len(&self) -> usize {
+        self.data.len() - self.weights.len()
     }
 }
 
@@ -261,7 +266,7 @@ impl Postings for DiskTerm<'_> {
         let bit = (blk.pos as usize)
             .wrapping_mul(8)
             .wrapping_add(k.wrapping_mul(blk.bits as usize));
-        unpack(self.packed, bit, blk.bits)
+        unpack(self.data, bit, blk.bits)
     }
     fn weight(&self, i: usize) -> f32 {
         f32::from_bits(u32_at(self.weights, i.saturating_mul(4)))
@@ -534,10 +539,9 @@ impl Segment {
         let weights_len = count.checked_mul(4)?;
         // Version 1: offsets, weights, blocks. Version 2: blocks, packed offsets, weights, the
         // offsets ending where the last block's do.
-        let (blocks, offs_len, packed) = if self.version == 1 {
-            let packed = list.get(..weights_len.checked_mul(2)?)?;
-            let blocks = list.get(weights_len * 2..)?.get(..blocks_len)?;
-            (blocks, weights_len, packed)
+        let (blocks, offs_len, data) = if self.version == 1 {
+            let (data, rest) = list.split_at_checked(weights_len.checked_mul(2)?)?;
+            (rest.get(..blocks_len)?, weights_len, data)
         } else {
             let blocks = list.get(..blocks_len)?;
             let last = block_entry(blocks, nblocks - 1, self.version);
@@ -550,12 +554,10 @@ impl Segment {
                 rest.get(..offs_len.checked_add(weights_len)?)?,
             )
         };
-        let (offs, weights) = packed.split_at(offs_len);
         Some(DiskTerm {
             blocks,
-            offs,
-            weights,
-            packed,
+            data,
+            weights: data.get(offs_len..)?,
             max,
             version: self.version,
         })
@@ -637,7 +639,7 @@ fn check_list(t: &DiskTerm<'_>) -> Result<(u64, u64, f32), String> {
     if max.to_bits() != t.max.to_bits() {
         return Err("list maximum disagrees with its blocks".into());
     }
-    if pos != t.offs.len() {
+    if pos != t.offs_len() {
         return Err("offsets do not end where the blocks do".into());
     }
     Ok((t.block(0).base, t.block(nb - 1).last, min_w))

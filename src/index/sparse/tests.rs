@@ -615,6 +615,17 @@ fn a_merge_does_not_claim_the_memory_segment() {
     assert_exact(&idx, &docs, &queries, &all(300), &[10]);
 }
 
+/// The postings of `docs` by term, in document order.
+fn by_term(docs: &[(u64, SparseVector)]) -> BTreeMap<u32, Vec<(u64, f32)>> {
+    let mut out: BTreeMap<u32, Vec<(u64, f32)>> = BTreeMap::new();
+    for (d, v) in docs {
+        for (&t, &w) in v.indices().iter().zip(v.values()) {
+            out.entry(t).or_default().push((*d, w));
+        }
+    }
+    out
+}
+
 /// A version-1 segment file (every offset a `u32`; offsets, weights, then block entries), written
 /// from `storage-format.md`'s description rather than by the index's writer.
 fn v1_segment(postings: &BTreeMap<u32, Vec<(u64, f32)>>) -> Vec<u8> {
@@ -676,14 +687,8 @@ fn version_1_segments_are_still_read_and_merged_into_version_2() {
     idx.flush().unwrap();
     // Replace the segment with the same postings in the version-1 layout.
     let path = idx.segments[0].path.clone();
-    let mut by_term: BTreeMap<u32, Vec<(u64, f32)>> = BTreeMap::new();
-    for (d, v) in &docs[..1000] {
-        for (&t, &w) in v.indices().iter().zip(v.values()) {
-            by_term.entry(t).or_default().push((*d, w));
-        }
-    }
     drop(idx);
-    let v1 = v1_segment(&by_term);
+    let v1 = v1_segment(&by_term(&docs[..1000]));
     assert_eq!(u32_at(&v1, 8), 1);
     std::fs::write(&path, &v1).unwrap();
     let mut idx = SparseIndex::open(tmp.path(), true).unwrap();
@@ -716,12 +721,7 @@ fn version_1_segments_are_still_read_and_merged_into_version_2() {
     let merged = std::fs::metadata(&idx.segments[0].path).unwrap().len();
     assert_exact(&idx, &docs, &queries, &all(1500), &[1, 10]);
     // Packed offsets take at most 11 bits here (documents < 1500), against 32 in version 1.
-    for (d, v) in &docs[1000..] {
-        for (&t, &w) in v.indices().iter().zip(v.values()) {
-            by_term.entry(t).or_default().push((*d, w));
-        }
-    }
-    let v1_len = v1_segment(&by_term).len() as u64;
+    let v1_len = v1_segment(&by_term(&docs)).len() as u64;
     let postings = idx.postings();
     assert!(
         merged + 2 * postings < v1_len,
