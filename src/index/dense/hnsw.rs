@@ -100,8 +100,11 @@ impl PartialOrd for Near {
 /// Per-thread buffers of a layer search, reused across searches.
 #[derive(Default)]
 struct Scratch {
-    marks: Vec<u32>,
-    epoch: u32,
+    /// One bit per row: visited in this search. A bitset stays in the L2 cache at a million
+    /// rows, where a word per row would not.
+    marks: Vec<u64>,
+    /// Words of `marks` set in this search, cleared by the next `begin`.
+    touched: Vec<u32>,
     candidates: BinaryHeap<Reverse<Near>>,
     found: BinaryHeap<Near>,
     ids: Vec<u32>,
@@ -109,13 +112,13 @@ struct Scratch {
 
 impl Scratch {
     fn begin(&mut self, rows: usize) {
-        if self.marks.len() < rows {
-            self.marks.resize(rows, 0);
+        for &w in &self.touched {
+            self.marks[w as usize] = 0;
         }
-        self.epoch = self.epoch.wrapping_add(1);
-        if self.epoch == 0 {
-            self.marks.fill(0);
-            self.epoch = 1;
+        self.touched.clear();
+        let words = rows.div_ceil(64);
+        if self.marks.len() < words {
+            self.marks.resize(words, 0);
         }
         self.candidates.clear();
         self.found.clear();
@@ -124,10 +127,16 @@ impl Scratch {
     /// Marks `node` visited; false if it already was.
     #[inline]
     fn visit(&mut self, node: u32) -> bool {
-        let m = &mut self.marks[node as usize];
-        let fresh = *m != self.epoch;
-        *m = self.epoch;
-        fresh
+        let (w, bit) = ((node >> 6) as usize, 1u64 << (node & 63));
+        let word = &mut self.marks[w];
+        if *word & bit != 0 {
+            return false;
+        }
+        if *word == 0 {
+            self.touched.push(w as u32);
+        }
+        *word |= bit;
+        true
     }
 }
 
@@ -999,6 +1008,30 @@ mod tests {
 
     fn varint_len(bytes: &[u8]) -> usize {
         bytes.iter().position(|b| b & 0x80 == 0).unwrap() + 1
+    }
+
+    #[test]
+    fn visit_marks_each_node_once_per_search() {
+        let mut s = Scratch::default();
+        for (rows, nodes) in [
+            (130, vec![0, 63, 64, 129, 64, 0]),
+            (1000, vec![999, 5, 999, 6]),
+        ] {
+            s.begin(rows);
+            let fresh: Vec<bool> = nodes.iter().map(|&n| s.visit(n)).collect();
+            let expect: Vec<bool> = nodes
+                .iter()
+                .enumerate()
+                .map(|(i, n)| !nodes[..i].contains(n))
+                .collect();
+            assert_eq!(fresh, expect);
+            // The next search starts with nothing visited.
+            s.begin(rows);
+            let again: Vec<bool> = nodes.iter().map(|&n| s.visit(n)).collect();
+            assert_eq!(again, expect);
+            s.begin(rows);
+        }
+        assert!(s.marks.iter().all(|&w| w == 0));
     }
 
     #[test]

@@ -114,17 +114,20 @@ impl Codes {
         Some(if d.is_nan() { f32::INFINITY } else { d })
     }
 
-    /// Asks the CPU to start loading row `row`'s codes (a hint).
+    /// Asks the CPU to start loading row `row`'s codes and scale (a hint).
     #[inline]
     pub fn prefetch(&self, row: u32) {
         #[cfg(target_arch = "x86_64")]
-        if let Some(code) = self
-            .codes
-            .get(row as usize * self.dim..(row as usize + 1) * self.dim)
-        {
+        if let (Some(scale), Some(code)) = (
+            self.scales.get(row as usize),
+            self.codes
+                .get(row as usize * self.dim..(row as usize + 1) * self.dim),
+        ) {
             use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+            // Safety: a prefetch of a valid address has no effect but on the cache.
+            unsafe { _mm_prefetch(std::ptr::from_ref(scale).cast::<i8>(), _MM_HINT_T0) };
             for line in code.chunks(64) {
-                // Safety: a prefetch of a valid address has no effect but on the cache.
+                // Safety: as above.
                 unsafe { _mm_prefetch(line.as_ptr(), _MM_HINT_T0) };
             }
         }
