@@ -298,7 +298,7 @@ impl<P: Postings> Cursor<P> {
                     break;
                 }
                 read += 1;
-                doc = base.saturating_add(u64::from(self.p.off(&self.cur, pos)));
+                doc = base.saturating_add(u64::from(self.off(pos)));
                 if doc > upto {
                     (self.pos, self.doc) = (pos, doc);
                     self.visited += read;
