@@ -45,6 +45,31 @@ pub enum Error {
         field: String,
         reason: String,
     },
+    /// A commit reached the store, so it is durable, but applying it to the indexes failed
+    /// (a full disk, too few file handles). Writing is refused until the database is reopened;
+    /// the open catches every index up from the store.
+    #[error(
+        "commit {seq} is durable, but updating the indexes failed: {source}; they catch up \
+         from the store when the database is opened again (after the cause is fixed)"
+    )]
+    NotApplied {
+        seq: u64,
+        #[source]
+        source: Box<Error>,
+    },
+    /// A query needs an index that does not hold the last commit: catching it up from the
+    /// store failed (see [`Stats::lagging`](crate::Stats::lagging)). Legs that are not behind
+    /// keep answering.
+    #[error(
+        "the {index} index holds commits up to {seq} but the store is at {store_seq} ({reason}); \
+         reopen the database read-write once the cause is fixed, and it catches up"
+    )]
+    IndexBehind {
+        index: &'static str,
+        seq: u64,
+        store_seq: u64,
+        reason: String,
+    },
     /// The redb document store failed.
     #[error("document store: {0}")]
     Store(String),

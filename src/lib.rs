@@ -27,7 +27,7 @@ pub mod fuzzing;
 pub mod npy;
 pub mod squad;
 
-pub use db::{CommitInfo, Database, Problem, RepairReport, Stats, VerifyReport, Writer};
+pub use db::{CommitInfo, Database, Lag, Problem, RepairReport, Stats, VerifyReport, Writer};
 pub use document::{Document, SparseVector};
 pub use encoder::{
     Embedding, Encoder, EncoderOptions, Layout, ModelInfo, ORT_VERSION, Pooling, TextKind,

@@ -259,6 +259,27 @@ fn second_open_is_locked_and_one_writer_at_a_time() {
     assert!(Database::open(dir.path()).is_ok());
 }
 
+/// A writer can be handed to another thread (bindings and async runtimes need that), and
+/// maintenance does not wait for an open writer that has not started committing.
+#[test]
+fn a_writer_is_send_and_commits_from_another_thread() {
+    fn send<T: Send>(t: T) -> T {
+        t
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = populate(dir.path());
+    let mut w = send(db.writer().unwrap());
+    w.upsert(doc("d", "대전은 과학 도시이다", 4)).unwrap();
+    db.checkpoint().unwrap();
+    let info = std::thread::scope(|s| s.spawn(move || w.commit().unwrap()).join().unwrap());
+    assert_eq!((info.seq, info.upserted), (2, 1));
+    assert_eq!(ids(&db, Leg::Bm25, "대전", 4), ["d"]);
+    // The slot is free again once the writer is gone, even if it never committed.
+    let w = db.writer().unwrap();
+    std::thread::scope(|s| s.spawn(move || drop(w)).join().unwrap());
+    assert!(db.writer().is_ok());
+}
+
 #[test]
 fn bad_documents_are_rejected_with_clear_errors() {
     let dir = tempfile::tempdir().unwrap();

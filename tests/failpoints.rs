@@ -94,6 +94,9 @@ fn enospc_child() {
     commit(&db, 1).unwrap();
     let err = commit(&db, 2).expect_err(&point).to_string();
     assert!(err.contains("No space left on device"), "{point}: {err}");
+    if durable && point.starts_with("commit:") {
+        assert!(err.contains("commit 2 is durable"), "{point}: {err}");
+    }
     if durable {
         // The store has commit 2; the indexes may not. Writing is refused until reopen, and
         // the reopen catches every index up.
@@ -152,4 +155,109 @@ fn disk_full_at_every_step() {
             check_commit_visible(&db, c);
         }
     }
+}
+
+/// The child for `a_full_disk_leaves_committed_data_readable`: the text index cannot take
+/// commit 2, in the commit itself or when the next open catches it up.
+#[test]
+#[ignore = "run by a_full_disk_leaves_committed_data_readable as a child process"]
+fn lagging_child() {
+    let Ok(dir) = std::env::var("HYBRIDB_FAILPOINT_DIR") else {
+        return;
+    };
+    if std::env::var_os("HYBRIDB_VERIFY").is_some() {
+        let report = Database::verify(&dir).unwrap();
+        assert!(
+            report.problems.iter().any(|p| p.path.ends_with("text")),
+            "{report:?}"
+        );
+        return;
+    }
+    let fresh = !std::path::Path::new(&dir).join("docs.redb").exists();
+    let db = Database::open_or_create(&dir, schema()).unwrap();
+    if fresh {
+        for c in 1..=2 {
+            let mut w = db.writer().unwrap();
+            for j in 0..PER_COMMIT {
+                w.upsert(document(c, j)).unwrap();
+            }
+            let r = w.commit();
+            if c == 2 {
+                let e = r.expect_err("the text index fails").to_string();
+                assert!(e.contains("commit 2 is durable"), "{e}");
+            }
+        }
+    }
+    check_lagging(&db);
+}
+
+/// Commit 2 is readable everywhere but in the text index, which says so.
+fn check_lagging(db: &Database) {
+    use hybridb::{Error, Leg, Query};
+    assert_eq!(db.seq(), 2);
+    let lagging = db.stats().unwrap().lagging;
+    assert_eq!(lagging.len(), 1, "{lagging:?}");
+    assert_eq!((lagging[0].index, lagging[0].seq), ("text", 1));
+    assert!(lagging[0].reason.contains("No space left"), "{lagging:?}");
+    for j in 0..PER_COMMIT {
+        let id = format!("c2-{j}");
+        assert!(db.get(&id).unwrap().is_some(), "{id}");
+        let v = document(2, j).dense_vector().unwrap().to_vec();
+        let hits = db.search(&Query::new().dense(v).k(1)).unwrap();
+        assert_eq!(hits[0].id, id);
+    }
+    let bm25 = Query::new().text("c2x0").legs(&[Leg::Bm25]);
+    match db.search(&bm25) {
+        Err(Error::IndexBehind {
+            index: "text",
+            seq: 1,
+            store_seq: 2,
+            ..
+        }) => {}
+        other => panic!("bm25 on a lagging index: {other:?}"),
+    }
+    let filtered = Query::new()
+        .dense(document(2, 0).dense_vector().unwrap().to_vec())
+        .filter_eq("x", serde_json::json!(1));
+    assert!(matches!(
+        db.search(&filtered),
+        Err(Error::IndexBehind { .. })
+    ));
+    assert!(matches!(db.writer(), Err(Error::IndexBehind { .. })));
+}
+
+#[test]
+fn a_full_disk_leaves_committed_data_readable() {
+    let run = |dir: &std::path::Path, point: &str, verify: bool| {
+        let mut child = Command::new(std::env::current_exe().unwrap());
+        child
+            .args(["--exact", "lagging_child", "--ignored", "--nocapture"])
+            .env("HYBRIDB_FAILPOINT_DIR", dir)
+            .env("HYBRIDB_FAILPOINT", point);
+        if verify {
+            child.env("HYBRIDB_VERIFY", "1");
+        }
+        let out = child.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{point}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // The commit's own text step fails; then the next open's catch-up fails too.
+    run(dir.path(), "commit:before-text:2:enospc", false);
+    run(dir.path(), "open:before-text:1:enospc", false);
+    // verify names the lagging index.
+    run(dir.path(), "open:before-text:1:enospc", true);
+    // A read-only open beside no writer reports the same lag.
+    let ro = Database::open_read_only(dir.path()).unwrap();
+    let lagging = ro.stats().unwrap().lagging;
+    assert_eq!((lagging.len(), lagging[0].index), (1, "text"));
+    drop(ro);
+    // With space again, an open catches the index up.
+    let db = Database::open(dir.path()).unwrap();
+    assert!(db.stats().unwrap().lagging.is_empty());
+    check_commit_visible(&db, 2);
 }

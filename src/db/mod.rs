@@ -2,6 +2,8 @@
 //! search, and maintenance. Writes go through [`Writer`].
 
 mod search;
+#[cfg(test)]
+mod tests;
 mod verify;
 mod writer;
 
@@ -14,6 +16,7 @@ use redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use serde::Serialize;
 
 pub use verify::{Problem, RepairReport, VerifyReport};
+
 pub use writer::{CommitInfo, Writer};
 
 use crate::docset::DocSet;
@@ -57,6 +60,8 @@ pub(crate) struct Inner {
     dict: OnceLock<Arc<store::Dict>>,
     /// Set when a commit reached the store but could not be applied in memory.
     poisoned: std::sync::atomic::AtomicBool,
+    /// Whether a [`Writer`] exists: the slot `Database::writer` takes.
+    writer_open: std::sync::atomic::AtomicBool,
 }
 
 pub(crate) struct WriteSide {
@@ -72,6 +77,39 @@ pub(crate) struct Snapshot {
     pub colbert: Option<Arc<ColbertView>>,
     pub text: tantivy::Searcher,
     pub read: redb::ReadTransaction,
+    /// `DenseIndex::rebuilds` and `SparseIndex::merges` when this view was published: where an
+    /// index has moved on, compaction dropped entries this view may still need, and its leg
+    /// answers exactly from the view's primary data instead.
+    pub dense_rebuilds: u64,
+    pub sparse_merges: u64,
+    /// Indexes that do not hold this view's commit (see [`Lag`]).
+    pub lagging: Arc<Vec<Lag>>,
+}
+
+/// An index that could not take the store's last commit (a full disk, too few file handles):
+/// it holds commits up to `seq`. Searches that need it fail with [`Error::IndexBehind`];
+/// the next read-write open catches it up.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Lag {
+    /// `"sparse"` or `"text"` (BM25 and metadata filters).
+    pub index: &'static str,
+    pub seq: u64,
+    pub reason: String,
+}
+
+impl Snapshot {
+    /// `Err(IndexBehind)` if `index` does not hold this view's commit.
+    pub(crate) fn require(&self, index: &str) -> Result<()> {
+        match self.lagging.iter().find(|l| l.index == index) {
+            Some(l) => Err(Error::IndexBehind {
+                index: l.index,
+                seq: l.seq,
+                store_seq: self.state.seq,
+                reason: l.reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Counts and sizes reported by [`Database::stats`].
@@ -90,6 +128,8 @@ pub struct Stats {
     pub dense_dim: Option<usize>,
     pub analyzer: Option<String>,
     pub disk_bytes: u64,
+    /// Indexes behind the last commit; empty when every index holds it.
+    pub lagging: Vec<Lag>,
 }
 
 impl Database {
@@ -111,7 +151,7 @@ impl Database {
         }
         std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))?;
         let lock = lock(path)?;
-        Self::open_locked(path, create, Some(lock))?
+        Self::open_locked(path, create, Some(lock), false)?
             .ok_or_else(|| Error::Store("a read-write open cannot lag".into()))
     }
 
@@ -129,29 +169,40 @@ impl Database {
         // A writer may also replace files while they are being opened (a text index merge,
         // a sparse checkpoint): errors are retried too, and the last one is returned.
         let mut last = None;
-        for _ in 0..500 {
-            match Self::open_locked(path, None, None) {
+        for attempt in 0..500 {
+            // The last attempts accept a text index that stays behind the store, as after a
+            // writer died mid-commit or ran out of space: it is reported, the other legs answer.
+            let lag_ok = attempt >= 490;
+            match Self::open_locked(path, None, None, lag_ok) {
                 Ok(Some(db)) => return Ok(db),
                 Ok(None) => last = None,
+                // redb's read transactions are consistent: damage there is not a writer at work.
+                Err(e @ Error::Corrupted { .. }) if matches!(&e, Error::Corrupted { path, .. } if path.ends_with(STORE_FILE)) =>
+                {
+                    return Err(e);
+                }
                 Err(e) => last = Some(e),
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         Err(last.unwrap_or_else(|| {
             Error::Store(
-                "the text index is behind the store (a writer died in the middle of a \
-                 commit?); open the database read-write once to recover it"
+                "the text index does not match the store (a writer was replacing it for \
+                 several seconds); try again"
                     .into(),
             )
         }))
     }
 
     /// Opens with the directory's lock held, or read-only (`lock` is `None`). A read-only open
-    /// returns `None` when the text index does not reflect the store's last commit yet.
+    /// returns `None` when the text index does not reflect the store's last commit yet, unless
+    /// `lag_ok` and the index is behind it, which is then reported in the snapshot. A
+    /// read-write open reports any index it could not catch up (see [`Lag`]).
     fn open_locked(
         path: &Path,
         create: Option<Schema>,
         lock: Option<File>,
+        lag_ok: bool,
     ) -> Result<Option<Database>> {
         let read_only = lock.is_none();
         let writable = !read_only;
@@ -176,7 +227,9 @@ impl Database {
                 }
                 meta.map(|(schema, state, _)| (schema, state))
             }
-            Store::Ro(db) => store::read_meta(db)?.map(|(schema, state, _)| (schema, state)),
+            Store::Ro(db) => store::read_meta(db)
+                .map_err(|e| at_store(e, &store_path))?
+                .map(|(schema, state, _)| (schema, state)),
         };
         let (schema, state) = match (meta, create) {
             (Some((schema, state)), Some(wanted)) => {
@@ -200,10 +253,28 @@ impl Database {
         };
 
         let read = store.begin_read()?;
-        let dict = store::read_dict(&read)?.map(Arc::new);
+        // Read-only, the tables are read unverified by redb: its errors and panics are damage.
+        let damage = |e: Error| {
+            if read_only {
+                at_store(e, &store_path)
+            } else {
+                e
+            }
+        };
+        let dict = store::read_dict(&read).map_err(damage)?.map(Arc::new);
         let mut live = DocSet::new();
         let mut with_dense = DocSet::new();
-        for (doc, flags) in store::live_docs(&read)? {
+        let live_docs = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let live_docs = store::live_docs(&read)?;
+            if read_only {
+                // A read-write open had redb check every page; this one checks the tables.
+                store::check_tables(&read, &live_docs)?;
+            }
+            Ok(live_docs)
+        }))
+        .unwrap_or_else(|_| Err(Error::Store("redb failed reading a damaged page".into())))
+        .map_err(damage)?;
+        for (doc, flags) in live_docs {
             live.insert(doc);
             if flags & HAS_DENSE != 0 {
                 with_dense.insert(doc);
@@ -222,19 +293,21 @@ impl Database {
             None => (None, None),
         };
 
+        let mut lagging = Vec::new();
         let sparse = if schema.sparse {
             let mut index = SparseIndex::open(&path.join(SPARSE_DIR), writable)?;
             if read_only && index.committed().0 > state.seq {
                 // A writer checkpointed a later commit since the store was read.
                 return Ok(None);
             }
-            catch_up_sparse(
+            let caught_up = catch_up_sparse(
                 &mut index,
                 &read,
                 &state,
                 &path.join(SPARSE_DIR),
                 dict.as_deref(),
-            )?;
+            );
+            lag(&mut lagging, "sparse", index.committed().0, caught_up)?;
             Some(index)
         } else {
             None
@@ -260,17 +333,29 @@ impl Database {
             // Nothing may be written: the text index must already match the store. The payload
             // is read before and after loading the searcher, so that it is the searcher's own.
             let seen = text.reload_committed()?;
-            if seen.map(|p| p.unwrap_or((0, 0))) != Some((state.seq, state.next_doc)) {
-                return Ok(None);
+            match seen.map(|p| p.unwrap_or((0, 0))) {
+                Some(p) if p == (state.seq, state.next_doc) => {}
+                Some((seq, _)) if lag_ok && seq < state.seq => lagging.push(Lag {
+                    index: "text",
+                    seq,
+                    reason: "no writer has applied the last commits to it yet".into(),
+                }),
+                _ => return Ok(None),
             }
         } else {
-            catch_up_text(
+            let caught_up = catch_up_text(
                 &mut text,
                 &read,
                 &state,
                 schema.text.is_some(),
                 dict.as_deref(),
-            )?;
+            );
+            if caught_up.is_err() {
+                // The searcher must show what the index holds, not a half-applied change.
+                let _ = text.reload_committed();
+            }
+            let seq = text.committed().ok().flatten().map_or(0, |(seq, _)| seq);
+            lag(&mut lagging, "text", seq, caught_up)?;
         }
 
         let snapshot = Snapshot {
@@ -281,7 +366,11 @@ impl Database {
             colbert: colbert_view,
             text: text.searcher(),
             read,
+            dense_rebuilds: dense.as_ref().map_or(0, DenseIndex::rebuilds),
+            sparse_merges: sparse.as_ref().map_or(0, SparseIndex::merges),
+            lagging: Arc::new(lagging),
         };
+        let behind = !snapshot.lagging.is_empty();
         Ok(Some(Database {
             inner: ManuallyDrop::new(Arc::new(Inner {
                 path: path.to_path_buf(),
@@ -295,7 +384,9 @@ impl Database {
                 write: Mutex::new(WriteSide { text }),
                 snapshot: RwLock::new(Arc::new(snapshot)),
                 dict: dict.map(OnceLock::from).unwrap_or_default(),
-                poisoned: std::sync::atomic::AtomicBool::new(false),
+                // Writes would have to wait for the lagging index: refused until a reopen.
+                poisoned: std::sync::atomic::AtomicBool::new(behind),
+                writer_open: std::sync::atomic::AtomicBool::new(false),
             })),
         }))
     }
@@ -329,6 +420,14 @@ impl Database {
         if self.inner.read_only {
             return Err(Error::ReadOnly);
         }
+        if let Some(l) = self.inner.snapshot().lagging.first() {
+            return Err(Error::IndexBehind {
+                index: l.index,
+                seq: l.seq,
+                store_seq: self.seq(),
+                reason: l.reason.clone(),
+            });
+        }
         if self
             .inner
             .poisoned
@@ -340,12 +439,16 @@ impl Database {
                     .into(),
             ));
         }
-        let guard = match self.inner.write.try_lock() {
-            Ok(g) => g,
-            Err(std::sync::TryLockError::WouldBlock) => return Err(Error::WriterBusy),
-            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
-        };
-        Ok(Writer::new(&self.inner, guard))
+        use std::sync::atomic::Ordering;
+        if self
+            .inner
+            .writer_open
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return Err(Error::WriterBusy);
+        }
+        Ok(Writer::new(&self.inner))
     }
 
     /// Writes the sparse index's memory segment and the HNSW graph to disk, so the next open
@@ -378,8 +481,9 @@ impl Database {
     fn republish(&self, write: &WriteSide) -> Result<()> {
         let snap = self.inner.snapshot();
         let (state, live, with_dense) = (snap.state, snap.live.clone(), snap.with_dense.clone());
+        let lagging = snap.lagging.clone();
         drop(snap);
-        self.inner.publish(write, state, live, with_dense)
+        self.inner.publish(write, state, live, with_dense, lagging)
     }
 
     /// Rebuilds the HNSW graph without deleted documents, merges the text index's segments and
@@ -447,6 +551,7 @@ impl Database {
             dense_dim: self.inner.schema.dense.map(|d| d.dim),
             analyzer: self.inner.schema.text.map(|a| a.as_str().to_string()),
             disk_bytes: dir_size(&self.inner.path),
+            lagging: snap.lagging.to_vec(),
         })
     }
 
@@ -497,16 +602,18 @@ impl Inner {
         state: State,
         live: Arc<DocSet>,
         with_dense: Arc<DocSet>,
+        lagging: Arc<Vec<Lag>>,
     ) -> Result<()> {
-        let vectors = match self
+        let (vectors, dense_rebuilds) = match self
             .dense
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
         {
-            Some(d) => Some(d.map(state.next_doc)?),
-            None => None,
+            Some(d) => (Some(d.map(state.next_doc)?), d.rebuilds()),
+            None => (None, 0),
         };
+        let sparse_merges = self.sparse_index().as_ref().map_or(0, SparseIndex::merges);
         let colbert = match &self.colbert {
             Some(c) => Some(c.view(state.next_doc)?),
             None => None,
@@ -519,6 +626,9 @@ impl Inner {
             colbert,
             text: write.text.searcher(),
             read: self.store.begin_read()?,
+            dense_rebuilds,
+            sparse_merges,
+            lagging,
         };
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snap);
         Ok(())
@@ -563,6 +673,24 @@ impl Drop for Inner {
         }
         if let Ok(write) = self.write.get_mut() {
             write.text.finish_merges();
+        }
+    }
+}
+
+/// Records in `lagging` that `index` holds commits up to `seq` only, when catching it up
+/// failed for a reason other than damage (a full disk, too few file handles). Damage is
+/// returned as the error it is.
+fn lag(lagging: &mut Vec<Lag>, index: &'static str, seq: u64, caught_up: Result<()>) -> Result<()> {
+    match caught_up {
+        Ok(()) => Ok(()),
+        Err(e @ Error::Corrupted { .. }) => Err(e),
+        Err(e) => {
+            lagging.push(Lag {
+                index,
+                seq,
+                reason: e.to_string(),
+            });
+            Ok(())
         }
     }
 }
@@ -625,6 +753,7 @@ fn catch_up_text(
             deletes.push(doc.value());
         }
     }
+    crate::fsio::failpoint("open:before-text")?;
     let records = store::docs_from(read, text_next, dict)?;
     let metas: Vec<serde_json::Value> = records
         .iter()
@@ -716,6 +845,15 @@ fn open_store(path: &Path, existed: bool) -> Result<redb::Database> {
             path,
             "the store failed reading a damaged page",
         )),
+    }
+}
+
+/// An error reading the store: `Corrupted` names the store's full path; a redb error while
+/// checking the tables is damage too.
+fn at_store(e: Error, path: &Path) -> Error {
+    match e {
+        Error::Corrupted { reason, .. } | Error::Store(reason) => Error::corrupted(path, reason),
+        other => other,
     }
 }
 

@@ -8,6 +8,7 @@ use crate::docset::DocSet;
 use crate::document::{check_dense, check_tokens};
 use crate::error::{Error, Result};
 use crate::index::dense::{normalize, search_exact};
+use crate::index::sparse::search_brute_force;
 use crate::index::text;
 use crate::query::fusion::{self, LegResult};
 use crate::query::{DenseMode, Fusion, Hit, Leg, LegScore, Query, RerankFusion, StoredDocument};
@@ -17,19 +18,21 @@ use crate::store::{self, DOCS, DocRecord};
 impl Database {
     /// Runs a hybrid query against the last commit.
     pub fn search(&self, query: &Query) -> Result<Vec<Hit>> {
+        self.search_in(&self.inner.snapshot(), query)
+    }
+
+    /// Runs a query against the commit `snap` shows.
+    pub(super) fn search_in(&self, snap: &Snapshot, query: &Query) -> Result<Vec<Hit>> {
         query.validate()?;
-        let snap = self.inner.snapshot();
         let legs = self.plan(query)?;
-        let allow = self.allowed(&snap, query)?;
+        let allow = self.allowed(snap, query)?;
         let depth = query.depth_for(legs.len());
         let run = |leg: Leg| -> Result<LegResult> {
             let hits = match leg {
-                Leg::Dense => self.dense_leg(&snap, query, &allow, depth)?,
-                Leg::Sparse => match (&query.sparse, self.inner.sparse_index().as_ref()) {
-                    (Some(q), Some(index)) => index.search(q, depth, &allow),
-                    _ => Vec::new(),
-                },
+                Leg::Dense => self.dense_leg(snap, query, &allow, depth)?,
+                Leg::Sparse => self.sparse_leg(snap, query, &allow, depth)?,
                 Leg::Bm25 => {
+                    snap.require("text")?;
                     let q = query.text.as_deref().unwrap_or_default();
                     text::search(&snap.text, q, depth, Some(&allow))?
                 }
@@ -58,10 +61,10 @@ impl Database {
             (_, Fusion::Weighted) => fusion::weighted(&results),
         };
         if let Some(tokens) = &query.colbert {
-            fused = self.rerank(&snap, query, tokens, &results, fused)?;
+            fused = self.rerank(snap, query, tokens, &results, fused)?;
         }
         fused.truncate(query.k);
-        self.assemble(&snap, fused, query.fetch)
+        self.assemble(snap, fused, query.fetch)
     }
 
     /// The legs a query runs: the ones it names, or every leg it gives input for.
@@ -137,6 +140,7 @@ impl Database {
         if query.filter.is_empty() {
             return Ok(snap.live.clone());
         }
+        snap.require("text")?;
         let mut set = text::filter_docs(&snap.text, &query.filter)?;
         set.intersect_with(&snap.live);
         Ok(Arc::new(set))
@@ -172,10 +176,52 @@ impl Database {
         }
         let ef = query.ef.unwrap_or(spec.hnsw.ef_search).max(depth);
         let dense = self.inner.dense.read().unwrap_or_else(|p| p.into_inner());
-        let Some(index) = dense.as_ref() else {
+        match dense.as_ref() {
+            Some(index) if index.rebuilds() == snap.dense_rebuilds => {
+                Ok(index.search_graph(&q, depth, ef, allow))
+            }
+            // A compaction rebuilt the graph without documents this view still has.
+            _ => {
+                let candidates = allow.iter().filter(|&d| snap.with_dense.contains(d));
+                Ok(search_exact(vectors, &q, depth, candidates))
+            }
+        }
+    }
+
+    fn sparse_leg(
+        &self,
+        snap: &Snapshot,
+        query: &Query,
+        allow: &DocSet,
+        depth: usize,
+    ) -> Result<Vec<(u64, f32)>> {
+        let Some(q) = &query.sparse else {
             return Ok(Vec::new());
         };
-        Ok(index.search_graph(&q, depth, ef, allow))
+        snap.require("sparse")?;
+        {
+            let index = self.inner.sparse_index();
+            match index.as_ref() {
+                Some(index) if index.merges() == snap.sparse_merges => {
+                    return Ok(index.search(q, depth, allow));
+                }
+                None => return Ok(Vec::new()),
+                Some(_) => {}
+            }
+        }
+        // A compaction dropped postings this view still has: score its stored vectors.
+        let table = snap.read.open_table(DOCS)?;
+        let mut stored = Vec::new();
+        for doc in allow.iter() {
+            if let Some(v) = store::get_head(&table, doc)?.and_then(|h| h.sparse) {
+                stored.push((doc, v));
+            }
+        }
+        Ok(search_brute_force(
+            q,
+            depth,
+            stored.iter().map(|(d, v)| (*d, v)),
+        ))
     }
 
     /// Reranks the first `rerank.top` fused candidates by ColBERT MaxSim.
@@ -288,15 +334,19 @@ impl Database {
         let docs = snap.read.open_table(DOCS)?;
         let mut hits = Vec::with_capacity(fused.len());
         for f in fused {
+            // An index found a document the store does not hold: never a shorter answer.
+            let missing = || {
+                Error::corrupted(
+                    self.inner.path.join(store::STORE_FILE),
+                    format!("live document number {} has no record", f.doc),
+                )
+            };
             let (id, document) = if fetch {
-                let Some(record) = store::get_doc(&docs, f.doc, self.inner.dict())? else {
-                    continue;
-                };
+                let record =
+                    store::get_doc(&docs, f.doc, self.inner.dict())?.ok_or_else(missing)?;
                 (record.id.clone(), Some(stored(record)?))
             } else {
-                let Some(head) = store::get_head(&docs, f.doc)? else {
-                    continue;
-                };
+                let head = store::get_head(&docs, f.doc)?.ok_or_else(missing)?;
                 (head.id, None)
             };
             hits.push(Hit {

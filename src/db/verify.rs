@@ -113,8 +113,17 @@ impl Database {
             };
             r.map_err(|e| Error::io(p, e))?;
         }
-        let db = Database::open_locked(path, None, Some(lock))?
+        let db = Database::open_locked(path, None, Some(lock), false)?
             .ok_or_else(|| Error::Store("a read-write open cannot lag".into()))?;
+        // A rebuild that could not finish is a failed repair, not a lagging index.
+        if let Some(l) = db.inner.snapshot().lagging.first() {
+            return Err(Error::IndexBehind {
+                index: l.index,
+                seq: l.seq,
+                store_seq: db.seq(),
+                reason: l.reason.clone(),
+            });
+        }
         db.checkpoint()?;
         Ok(RepairReport {
             removed,
@@ -132,6 +141,20 @@ impl Database {
                 message,
             });
         };
+        for l in snap.lagging.iter() {
+            let dir = if l.index == "text" {
+                TEXT_DIR
+            } else {
+                SPARSE_DIR
+            };
+            problem(
+                root.join(dir),
+                format!(
+                    "holds commits up to {} of {}: catching it up failed: {}",
+                    l.seq, snap.state.seq, l.reason
+                ),
+            );
+        }
         let store_path = root.join(STORE_FILE);
 
         // The store: records, id map and live flags agree.

@@ -9,11 +9,12 @@
 //! primary data and are written in step (1).
 
 use std::collections::HashMap;
-use std::sync::{Arc, MutexGuard};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use serde::Serialize;
 
-use super::{Inner, WriteSide};
+use super::{Inner, Lag, WriteSide};
 use crate::document::{Document, check_dense, check_tokens};
 use crate::error::{Error, Result};
 use crate::fsio::failpoint;
@@ -40,18 +41,27 @@ pub struct CommitInfo {
 
 /// A batch of upserts and deletes, applied atomically by [`Writer::commit`]. Dropping a writer
 /// without committing discards the batch. Within a batch the last operation on an id wins.
+///
+/// A writer is `Send`: it may be handed to another thread. It holds the database's writer slot
+/// (see [`Database::writer`](crate::Database::writer)) until it is dropped or committed; the
+/// write side's lock is taken only inside [`commit`](Writer::commit).
 pub struct Writer<'db> {
     inner: &'db Inner,
-    write: MutexGuard<'db, WriteSide>,
     ops: Vec<Op>,
     by_id: HashMap<String, usize>,
 }
 
+impl Drop for Writer<'_> {
+    fn drop(&mut self) {
+        self.inner.writer_open.store(false, Ordering::Release);
+    }
+}
+
 impl<'db> Writer<'db> {
-    pub(super) fn new(inner: &'db Inner, write: MutexGuard<'db, WriteSide>) -> Self {
+    /// Takes the writer slot, which the caller found free.
+    pub(super) fn new(inner: &'db Inner) -> Self {
         Writer {
             inner,
-            write,
             ops: Vec::new(),
             by_id: HashMap::new(),
         }
@@ -122,6 +132,8 @@ impl<'db> Writer<'db> {
     /// Applies the batch atomically to every index and makes it visible to searches.
     pub fn commit(mut self) -> Result<CommitInfo> {
         let inner = self.inner;
+        // Maintenance (checkpoint, compact) takes the write side too; the state is read under it.
+        let mut write = inner.lock_write();
         let snap = inner.snapshot();
         if self.ops.is_empty() {
             return Ok(CommitInfo {
@@ -241,23 +253,16 @@ impl<'db> Writer<'db> {
         // index up from the store.
         let applied = failpoint("commit:after-store-commit").and_then(|()| {
             apply_derived(
-                inner,
-                &mut self.write,
-                seq,
-                &state,
-                &added,
-                &removed,
-                live,
-                with_dense,
-                dense,
+                inner, &mut write, seq, &state, &added, &removed, live, with_dense, dense,
             )
         });
-        if applied.is_err() {
-            inner
-                .poisoned
-                .store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Err(e) = applied {
+            inner.poisoned.store(true, Ordering::SeqCst);
+            return Err(Error::NotApplied {
+                seq,
+                source: Box::new(e),
+            });
         }
-        applied?;
         let info = CommitInfo {
             seq,
             upserted: added.len() as u64,
@@ -314,8 +319,19 @@ fn apply_derived(
         .collect();
     let text_result = failpoint("commit:before-text")
         .and_then(|()| write.text.apply(&adds, removed, seq, state.next_doc));
+    // An index that failed holds the commit before this one at most.
+    let lagging = [("sparse", &sparse_result), ("text", &text_result)]
+        .into_iter()
+        .filter_map(|(index, r)| {
+            r.as_ref().err().map(|e| Lag {
+                index,
+                seq: seq - 1,
+                reason: e.to_string(),
+            })
+        })
+        .collect();
     failpoint("commit:before-publish")?;
-    inner.publish(write, *state, Arc::new(live), with_dense)?;
+    inner.publish(write, *state, Arc::new(live), with_dense, Arc::new(lagging))?;
     // Searches keep running on the old sparse segments while a flush's new one is merged; a
     // failed merge changes nothing and is tried again after the next flush.
     if sparse_result.is_ok() {

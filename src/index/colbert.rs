@@ -385,16 +385,17 @@ impl ColbertStore {
         let (docs_map, tokens_map, total_tokens) = if docs == 0 {
             (None, None, 0)
         } else {
-            let dm = map(&self.docs, &self.docs_path)?;
-            let tm = map(&self.tokens, &self.tokens_path)?;
+            // Only what the first `docs` entries cover: a commit in progress writes past it.
             let need = docs.checked_mul(ENTRY).and_then(|b| b.checked_add(HEADER));
-            if need.is_none_or(|n| (dm.len() as u64) < n) {
-                return Err(Error::corrupted(
-                    &self.docs_path,
-                    "shorter than its entries",
-                ));
-            }
-            let total = (tm.len() as u64).saturating_sub(HEADER) / bpt as u64;
+            let dm = map(&self.docs, &self.docs_path, need)?;
+            let (start, count, _) = read_entry(&self.docs, &self.docs_path, docs - 1)?;
+            let total = start
+                .checked_add(count)
+                .ok_or_else(|| Error::corrupted(&self.docs_path, "token range overflows"))?;
+            let tokens_need = total
+                .checked_mul(bpt as u64)
+                .and_then(|b| b.checked_add(HEADER));
+            let tm = map(&self.tokens, &self.tokens_path, tokens_need)?;
             (Some(dm), Some(tm), total)
         };
         Ok(Arc::new(ColbertView {
@@ -694,9 +695,21 @@ fn sync(file: &File, path: &Path) -> Result<()> {
     file.sync_data().map_err(|e| Error::io(path, e))
 }
 
-fn map(file: &File, path: &Path) -> Result<Mmap> {
+/// Maps the first `len` bytes of `file` (`None`: the length overflowed), which must hold them.
+fn map(file: &File, path: &Path, len: Option<u64>) -> Result<Mmap> {
+    let len = len
+        .and_then(|l| usize::try_from(l).ok())
+        .ok_or_else(|| Error::corrupted(path, "committed length overflows"))?;
+    let file_len = file_len(file, path)?;
+    if file_len < len as u64 {
+        return Err(Error::corrupted(
+            path,
+            format!("{file_len} bytes but its committed entries need {len}"),
+        ));
+    }
     // Safety: both files are append-only below the largest viewed document count (appends
     // never rewrite an entry or token a view can reach, and cut-offs only happen past it), so
-    // the mapped bytes a view reads do not change while it lives.
-    unsafe { Mmap::map(file) }.map_err(|e| Error::io(path, e))
+    // the mapped bytes a view reads do not change while it lives. Truncation by another
+    // program is outside the format's assumptions (storage-format.md).
+    unsafe { memmap2::MmapOptions::new().len(len).map(file) }.map_err(|e| Error::io(path, e))
 }

@@ -101,6 +101,8 @@ pub(crate) struct DenseIndex {
     graph_covers: AtomicU64,
     /// `graph_covers` of the last dump on disk.
     dumped_covers: AtomicU64,
+    /// Counts [`rebuild`](Self::rebuild)s, which drop nodes that older snapshots may still see.
+    rebuilds: u64,
 }
 
 impl DenseIndex {
@@ -157,6 +159,7 @@ impl DenseIndex {
             }),
             graph_covers: AtomicU64::new(covers),
             dumped_covers: AtomicU64::new(covers),
+            rebuilds: 0,
         };
         Ok(index)
     }
@@ -165,20 +168,36 @@ impl DenseIndex {
         self.spec.dim
     }
 
+    /// How many times [`rebuild`](Self::rebuild) dropped nodes: a snapshot taken at another
+    /// count may miss documents in the graph that it still sees as live.
+    pub fn rebuilds(&self) -> u64 {
+        self.rebuilds
+    }
+
     /// Maps the first `rows` rows for reading.
     pub fn map(&self, rows: u64) -> Result<Arc<Vectors>> {
         let path = self.dir.join("vectors.bin");
+        let len = rows
+            .checked_mul(self.spec.dim as u64 * 4)
+            .and_then(|b| b.checked_add(VECTORS_HEADER))
+            .and_then(|b| usize::try_from(b).ok())
+            .ok_or_else(|| Error::corrupted(&path, "committed row count overflows"))?;
         let map = if rows == 0 {
             None
         } else {
-            // Safety: rows below the committed count are never rewritten while mapped.
-            Some(unsafe { Mmap::map(&self.file) }.map_err(|e| Error::io(&path, e))?)
+            let file_len = self.file.metadata().map_err(|e| Error::io(&path, e))?.len();
+            if file_len < len as u64 {
+                return Err(Error::corrupted(
+                    &path,
+                    format!("{file_len} bytes but its committed rows need {len}"),
+                ));
+            }
+            // Only the committed rows: the tail a commit in progress writes is never mapped.
+            // Safety: rows below the committed count are never rewritten or cut off while
+            // mapped (truncation by another program is outside the format's assumptions).
+            let map = unsafe { memmap2::MmapOptions::new().len(len).map(&self.file) };
+            Some(map.map_err(|e| Error::io(&path, e))?)
         };
-        if let Some(m) = &map
-            && (m.len() as u64) < VECTORS_HEADER + rows * self.spec.dim as u64 * 4
-        {
-            return Err(Error::corrupted(&path, "shorter than its committed rows"));
-        }
         Ok(Arc::new(Vectors {
             map,
             dim: self.spec.dim,
@@ -257,6 +276,7 @@ impl DenseIndex {
 
     /// Replaces the graph by one built from the `keep` documents only.
     pub fn rebuild(&mut self, vectors: &Arc<Vectors>, keep: &DocSet, rows: u64) {
+        self.rebuilds += 1;
         self.live.get_mut().unwrap_or_else(|p| p.into_inner()).graph = new_graph(self.spec);
         self.graph_covers.store(0, Ordering::Release);
         self.catch_up(vectors, keep, rows);

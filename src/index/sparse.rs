@@ -29,7 +29,6 @@ use crate::docset::DocSet;
 use crate::document::SparseVector;
 use crate::error::{Error, Result};
 use crate::fsio::{sync_dir, write_atomic};
-#[cfg(test)]
 use crate::query::TopK;
 
 pub(crate) use self::search::SearchStats;
@@ -63,6 +62,8 @@ pub(crate) struct SparseIndex {
     mem: MemSegment,
     next_id: u64,
     flush_at: u64,
+    /// Counts [`merge`](Self::merge)s, which drop postings that older snapshots may still see.
+    merges: u64,
 }
 
 impl SparseIndex {
@@ -122,7 +123,14 @@ impl SparseIndex {
             mem: MemSegment::default(),
             next_id: ids.last().map_or(1, |l| l + 1),
             flush_at: if writable { FLUSH_POSTINGS } else { u64::MAX },
+            merges: 0,
         })
+    }
+
+    /// How many times [`merge`](Self::merge) dropped postings: a snapshot taken at another
+    /// count may miss documents here that it still sees as live.
+    pub fn merges(&self) -> u64 {
+        self.merges
     }
 
     /// `(seq, next_doc)` of the last commit the flushed segments cover.
@@ -230,6 +238,7 @@ impl SparseIndex {
     /// Merges every segment and the memory segment into one, keeping only the documents in
     /// `keep`, switches the manifest to it (recording `pending()`) and deletes the old files.
     pub fn merge(&mut self, keep: &DocSet) -> Result<()> {
+        self.merges += 1;
         let (id, path) = self.new_segment_path();
         let written = self.write_merged(0, true, |d| keep.contains(d), id, &path);
         self.finish_merge(0, written, &path, self.pending)?;
@@ -499,8 +508,7 @@ fn cursors<P: Postings>(
 
 /// Exact top `k` by brute force over `(doc, vector)` pairs: `query.dot(vector)` for each, hits
 /// scoring above zero, best first, ties toward the smaller document. The reference for tests
-/// and the benchmark baseline.
-#[cfg(test)]
+/// and the fallback of searches whose snapshot predates a [`SparseIndex::merge`].
 pub(crate) fn search_brute_force<'a>(
     query: &SparseVector,
     k: usize,

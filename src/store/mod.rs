@@ -152,6 +152,55 @@ pub(crate) fn init(db: &redb::Database, schema: &Schema) -> Result<()> {
     Ok(())
 }
 
+/// Cross-checks the tables for a read-only open, which cannot have redb verify its page
+/// checksums (that needs the writer's lock): the documents are exactly the live ones, every
+/// record's checksum holds, and the id map pairs each record's id with its number. One pass
+/// over each table; the id map is compared through an order-free sum of hashes.
+pub(crate) fn check_tables(txn: &redb::ReadTransaction, live: &[(u64, u8)]) -> Result<()> {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let pair = |id: &str, doc: u64| {
+        let mut h = DefaultHasher::new();
+        (id, doc).hash(&mut h);
+        h.finish()
+    };
+    let docs = txn.open_table(DOCS)?;
+    let mut live = live.iter();
+    let (mut from_docs, mut n) = (0u64, 0usize);
+    for row in docs.iter()? {
+        let (doc, bytes) = row?;
+        let doc = doc.value();
+        if live.next().map(|&(d, _)| d) != Some(doc) {
+            return Err(Error::corrupted(
+                STORE_FILE,
+                format!("document number {doc} is stored but the live table disagrees"),
+            ));
+        }
+        let head = record::decode_head(bytes.value())?;
+        from_docs = from_docs.wrapping_add(pair(&head.id, doc));
+        n += 1;
+    }
+    if let Some(&(doc, _)) = live.next() {
+        return Err(Error::corrupted(
+            STORE_FILE,
+            format!("live document number {doc} has no record"),
+        ));
+    }
+    let ids = txn.open_table(IDS)?;
+    let (mut from_ids, mut m) = (0u64, 0usize);
+    for row in ids.iter()? {
+        let (id, doc) = row?;
+        from_ids = from_ids.wrapping_add(pair(id.value(), doc.value()));
+        m += 1;
+    }
+    if (from_ids, m) != (from_docs, n) {
+        return Err(Error::corrupted(
+            STORE_FILE,
+            format!("the id map ({m} ids) does not match the {n} document records"),
+        ));
+    }
+    Ok(())
+}
+
 /// Every live document number with its flags, ascending.
 pub(crate) fn live_docs(txn: &redb::ReadTransaction) -> Result<Vec<(u64, u8)>> {
     let table = txn.open_table(LIVE)?;
