@@ -474,3 +474,29 @@ impl Vectors {
         }
     }
 }
+
+#[cfg(test)]
+mod map_tests {
+    use super::*;
+
+    /// A map covers the committed rows only, not rows written past them.
+    #[test]
+    fn a_map_covers_only_the_rows_asked_for() {
+        let tmp = tempfile::tempdir().unwrap();
+        let spec = DenseSpec {
+            dim: 4,
+            metric: crate::Metric::Dot,
+            hnsw: crate::HnswParams::default(),
+        };
+        let index = DenseIndex::open(tmp.path(), spec, 0, true).unwrap();
+        index.write_rows(0, &[1.0; 12]).unwrap();
+        let v = index.map(2).unwrap();
+        assert_eq!(
+            v.map.as_ref().unwrap().len() as u64,
+            VECTORS_HEADER + 2 * 16
+        );
+        assert!(v.row(1).is_some() && v.row(2).is_none());
+        // Rows the file does not hold are Corrupted, not mapped.
+        assert!(matches!(index.map(4), Err(Error::Corrupted { .. })));
+    }
+}

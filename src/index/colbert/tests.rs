@@ -328,3 +328,23 @@ fn view_is_send_and_sync() {
     check::<ColbertView>();
     check::<ColbertStore>();
 }
+
+/// A view maps only the bytes its documents cover: tokens a later, uncommitted append wrote
+/// past them are outside the map (a cut-off of that tail cannot fault a reader).
+#[test]
+fn a_view_maps_only_its_documents() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = open(tmp.path(), 2, Precision::F32, 0).unwrap();
+    s.append(0, &[Some(&[1.0, 0.0, 0.0, 1.0])]).unwrap();
+    s.append(1, &[Some(&[1.0, 0.0, 0.0, 1.0, 0.6, 0.8])])
+        .unwrap();
+    let v = s.view(1).unwrap();
+    assert_eq!(v.total_tokens, 2);
+    let bpt = Precision::F32.bytes_per_token(2) as u64;
+    assert_eq!(
+        v.tokens_map.as_ref().unwrap().len() as u64,
+        HEADER + 2 * bpt
+    );
+    assert_eq!(v.docs_map.as_ref().unwrap().len() as u64, HEADER + ENTRY);
+    assert_eq!(s.view(2).unwrap().total_tokens, 5);
+}
