@@ -97,16 +97,23 @@ pub struct Lag {
     pub reason: String,
 }
 
+impl Lag {
+    /// The error of a search that needs this index, with the store at `store_seq`.
+    pub(crate) fn error(&self, store_seq: u64) -> Error {
+        Error::IndexBehind {
+            index: self.index,
+            seq: self.seq,
+            store_seq,
+            reason: self.reason.clone(),
+        }
+    }
+}
+
 impl Snapshot {
     /// `Err(IndexBehind)` if `index` does not hold this view's commit.
     pub(crate) fn require(&self, index: &str) -> Result<()> {
         match self.lagging.iter().find(|l| l.index == index) {
-            Some(l) => Err(Error::IndexBehind {
-                index: l.index,
-                seq: l.seq,
-                store_seq: self.state.seq,
-                reason: l.reason.clone(),
-            }),
+            Some(l) => Err(l.error(self.state.seq)),
             None => Ok(()),
         }
     }
@@ -420,13 +427,9 @@ impl Database {
         if self.inner.read_only {
             return Err(Error::ReadOnly);
         }
-        if let Some(l) = self.inner.snapshot().lagging.first() {
-            return Err(Error::IndexBehind {
-                index: l.index,
-                seq: l.seq,
-                store_seq: self.seq(),
-                reason: l.reason.clone(),
-            });
+        let snap = self.inner.snapshot();
+        if let Some(l) = snap.lagging.first() {
+            return Err(l.error(snap.state.seq));
         }
         if self
             .inner

@@ -170,22 +170,20 @@ impl Database {
             DenseMode::Approximate => false,
             DenseMode::Auto => allow.len() < spec.hnsw.exact_below,
         };
-        if exact {
-            let candidates = allow.iter().filter(|&d| snap.with_dense.contains(d));
-            return Ok(search_exact(vectors, &q, depth, candidates));
-        }
-        let ef = query.ef.unwrap_or(spec.hnsw.ef_search).max(depth);
-        let dense = self.inner.dense.read().unwrap_or_else(|p| p.into_inner());
-        match dense.as_ref() {
-            Some(index) if index.rebuilds() == snap.dense_rebuilds => {
-                Ok(index.search_graph(&q, depth, ef, allow))
-            }
-            // A compaction rebuilt the graph without documents this view still has.
-            _ => {
-                let candidates = allow.iter().filter(|&d| snap.with_dense.contains(d));
-                Ok(search_exact(vectors, &q, depth, candidates))
+        if !exact {
+            let ef = query.ef.unwrap_or(spec.hnsw.ef_search).max(depth);
+            let dense = self.inner.dense.read().unwrap_or_else(|p| p.into_inner());
+            // After a compaction the graph lacks documents this view may still have: the
+            // exact scan below answers instead.
+            if let Some(index) = dense
+                .as_ref()
+                .filter(|i| i.rebuilds() == snap.dense_rebuilds)
+            {
+                return Ok(index.search_graph(&q, depth, ef, allow));
             }
         }
+        let candidates = allow.iter().filter(|&d| snap.with_dense.contains(d));
+        Ok(search_exact(vectors, &q, depth, candidates))
     }
 
     fn sparse_leg(

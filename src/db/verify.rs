@@ -116,14 +116,11 @@ impl Database {
         let db = Database::open_locked(path, None, Some(lock), false)?
             .ok_or_else(|| Error::Store("a read-write open cannot lag".into()))?;
         // A rebuild that could not finish is a failed repair, not a lagging index.
-        if let Some(l) = db.inner.snapshot().lagging.first() {
-            return Err(Error::IndexBehind {
-                index: l.index,
-                seq: l.seq,
-                store_seq: db.seq(),
-                reason: l.reason.clone(),
-            });
+        let snap = db.inner.snapshot();
+        if let Some(l) = snap.lagging.first() {
+            return Err(l.error(snap.state.seq));
         }
+        drop(snap);
         db.checkpoint()?;
         Ok(RepairReport {
             removed,
