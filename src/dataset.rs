@@ -1027,7 +1027,7 @@ mod tests {
             "{\"id\": \"a\", \"text\": \"\", \"sparse\": {\"indices\": [5, 2], \"values\": [1, 1]}}\n",
         );
         parse_error(
-            read_documents(&inline, None, Some(&sparse)),
+            read_documents(&inline, None, None),
             1,
             "sparse.indices",
         );
