@@ -597,11 +597,12 @@ impl Iterator for SparseReader {
     }
 }
 
-/// Streams a corpus file. Each line is an object with `id` (a string that is
-/// a valid document id, see [`Document`]; required), `text` (string, required, may be empty), and optional
-/// `title` (string), `metadata` (object), `dense` and `sparse`; `null` counts
-/// as absent and unknown fields are ignored. Blank lines are skipped. After a
-/// parse error the iterator goes on with the next line; after an I/O error it ends.
+/// Streams a corpus file. Each line is an object with `id` (a valid document
+/// id, see [`Document`]; required), `text` (string, required, may be empty),
+/// and optional `title` (string), `metadata` (object), `dense` and `sparse`;
+/// `null` counts as absent and unknown fields are ignored. Blank lines are
+/// skipped. After a parse error the iterator goes on with the next line; after
+/// an I/O error it ends. Repeated ids are not checked here (see [`read_documents`]).
 pub fn read_docs_jsonl(path: &Path) -> Result<DocReader> {
     Ok(DocReader {
         lines: Lines::open(path)?,
@@ -1026,11 +1027,7 @@ mod tests {
             "inline.jsonl",
             "{\"id\": \"a\", \"text\": \"\", \"sparse\": {\"indices\": [5, 2], \"values\": [1, 1]}}\n",
         );
-        parse_error(
-            read_documents(&inline, None, None),
-            1,
-            "sparse.indices",
-        );
+        parse_error(read_documents(&inline, None, None), 1, "sparse.indices");
 
         let dense = dir.path().join("corpus.dense.npy");
         crate::npy::write_f32_matrix(&dense, 2, 2, &[1.0, 2.0, 3.0, f32::NAN]).unwrap();

@@ -400,10 +400,16 @@ fn ingest(
     result
 }
 
-/// The names in directory `dir`, or `None` when it does not exist.
+/// The names in directory `dir` (none when it is not a readable directory), or `None` when
+/// nothing exists at `dir`.
 fn entries(dir: &Path) -> Option<std::collections::HashSet<std::ffi::OsString>> {
-    let list = std::fs::read_dir(dir).ok()?;
-    Some(list.flatten().map(|e| e.file_name()).collect())
+    if let Err(e) = std::fs::symlink_metadata(dir)
+        && e.kind() == std::io::ErrorKind::NotFound
+    {
+        return None;
+    }
+    let list = std::fs::read_dir(dir).map(|l| l.flatten().map(|e| e.file_name()).collect());
+    Some(list.unwrap_or_default())
 }
 
 /// Whether the database at `path` holds no commit, as a fresh open reads it. False when it
@@ -426,39 +432,33 @@ fn ingest_into(
     committing: &mut bool,
 ) -> Result<()> {
     let enc = encoder.open()?;
+    let dir = dataset.map(DatasetDir::open).transpose()?;
     // The files the documents and their vectors come from, named in errors.
-    let (input, dense_input, sparse_input) = match (dataset, jsonl) {
-        (Some(d), _) => {
-            let d = DatasetDir::open(d)?;
-            let (dense, sparse) = match enc {
-                Some(_) => (None, None),
-                None => (d.corpus_dense(), d.corpus_sparse()),
-            };
-            (d.corpus(), dense, sparse)
-        }
-        (None, Some(f)) => (f.to_path_buf(), None, None),
+    let input = match (&dir, jsonl) {
+        (Some(d), _) => d.corpus(),
+        (None, Some(f)) => f.to_path_buf(),
         (None, None) => bail!("give --dataset DIR or --jsonl FILE"),
     };
+    let (dense_input, sparse_input) = match (&dir, &enc) {
+        (Some(d), None) => (d.corpus_dense(), d.corpus_sparse()),
+        _ => (None, None),
+    };
     // Every line is read and checked, and all text encoded, before anything is written.
-    let mut docs = match (dataset, &enc) {
+    let mut docs = match (&dir, &enc) {
         (Some(d), Some(_)) => {
-            let d = DatasetDir::open(d)?;
             if d.corpus_dense().is_some() || d.corpus_sparse().is_some() {
                 eprintln!("note: the dataset's vector files are ignored; --model encodes the text");
             }
-            dataset::read_documents(&d.corpus(), None, None)
+            dataset::read_documents(&input, None, None)
         }
-        (Some(d), None) => DatasetDir::open(d)?.documents(),
+        (Some(d), None) => d.documents(),
         (None, _) => dataset::read_documents(&input, None, None),
     }
     .context("nothing was ingested")?;
     if docs.is_empty() {
         bail!("{}: no documents; nothing was ingested", input.display());
     }
-    let colbert = match (
-        &enc,
-        dataset.and_then(|d| DatasetDir::new(d).corpus_colbert()),
-    ) {
+    let colbert = match (&enc, dir.as_ref().and_then(DatasetDir::corpus_colbert)) {
         (None, Some((tokens, _))) => Some((npy::read_npy_dim(&tokens)?.1, tokens)),
         _ => None,
     };
@@ -629,9 +629,12 @@ fn print_hits(hits: &[Hit]) {
 /// `s` with control characters and bidirectional-text controls escaped as Rust writes them
 /// (`\n`, `\0`, `\u{1b}`, `\u{202e}`), so stored text cannot drive the terminal.
 fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    // Control characters, and the marks, embeddings, overrides and isolates of bidi text.
     let hidden = |c: char| {
         c.is_control()
-            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+            || matches!(c, '\u{200e}' | '\u{200f}')
+            || ('\u{202a}'..='\u{202e}').contains(&c)
+            || ('\u{2066}'..='\u{2069}').contains(&c)
     };
     if !s.chars().any(hidden) {
         return s.into();
