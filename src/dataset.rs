@@ -5,16 +5,20 @@
 //!
 //! Readers check JSON types and report the first problem on a line as
 //! [`Error::Parse`] with the file, the 1-based line number and the field
-//! (`"json"` for a line that is not a JSON object). They do not check sparse
-//! index ordering or vector dimensions; the database does that.
+//! (`"json"` for a line that is not a JSON object, or one that repeats a key).
+//! A UTF-8 byte order mark at the start of a file is skipped. [`read_documents`]
+//! also checks what needs the whole input: repeated ids, sparse index order,
+//! and that dense vectors are finite and of one dimension.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
-use crate::document::{Document, SparseVector};
+use crate::document::{Document, SparseVector, id_problem, show_id};
 use crate::error::{Error, Result};
 
 /// One corpus document.
@@ -139,6 +143,17 @@ impl DatasetDir {
                     docs.len()
                 )));
             }
+            if let Some(at) = tv.tokens.data.iter().position(|x| !x.is_finite()) {
+                let dim = tv.tokens.dim;
+                return Err(Origin::Row(&tokens, at / dim).error(
+                    "colbert",
+                    format!(
+                        "value {} at position {} is not finite",
+                        tv.tokens.data[at],
+                        at % dim
+                    ),
+                ));
+            }
             docs = docs
                 .into_iter()
                 .enumerate()
@@ -193,10 +208,10 @@ impl TokenVectors {
         if let Some(i) = offs.windows(2).position(|w| w[1] < w[0]) {
             return Err(bad(format!("offsets decrease at position {}", i + 1)));
         }
-        if offs.last().copied() != i64::try_from(matrix.rows).ok() {
+        let last = offs.last().copied().unwrap_or(0);
+        if i64::try_from(matrix.rows).ok() != Some(last) {
             return Err(bad(format!(
-                "offsets end at {:?} but {} has {} rows",
-                offs.last(),
+                "offsets end at {last} but {} has {} rows",
                 tokens.display(),
                 matrix.rows
             )));
@@ -226,58 +241,155 @@ impl TokenVectors {
     }
 }
 
+/// Where a value was read: a line of a JSONL file (1-based) or a row of a .npy file (0-based).
+#[derive(Clone, Copy)]
+enum Origin<'a> {
+    Line(&'a Path, usize),
+    Row(&'a Path, usize),
+}
+
+impl Origin<'_> {
+    fn error(self, field: &str, reason: String) -> Error {
+        match self {
+            Origin::Line(path, line) => Error::Parse {
+                path: path.to_path_buf(),
+                line,
+                field: field.to_string(),
+                reason,
+            },
+            Origin::Row(path, row) => {
+                Error::invalid(format!("{} row {row}: {field}: {reason}", path.display()))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Origin<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Line(path, line) => write!(f, "{}:{line}", path.display()),
+            Origin::Row(path, row) => write!(f, "{} row {row}", path.display()),
+        }
+    }
+}
+
 /// Reads a corpus JSONL file into documents, attaching row i of `dense` (.npy) and line i of
 /// `sparse` (.jsonl) to document i. Vectors inline in the corpus lines win over the side files.
-/// Every line is parsed and checked before anything is returned.
+/// Every line is parsed and checked before anything is returned: besides what
+/// [`read_docs_jsonl`] checks, no id may appear twice, sparse indices must ascend, and every
+/// dense vector must be finite and have the dimension of the first. Errors name the file and
+/// the line (or the .npy row) the problem was read from.
 pub fn read_documents(
     corpus: &Path,
     dense: Option<&Path>,
     sparse: Option<&Path>,
 ) -> Result<Vec<Document>> {
     let lines: Vec<DocLine> = read_docs_jsonl(corpus)?.collect::<Result<_>>()?;
+    let mut first_line: HashMap<&str, usize> = HashMap::with_capacity(lines.len());
+    for l in &lines {
+        match first_line.entry(&l.doc.id) {
+            Entry::Occupied(first) => {
+                return Err(Origin::Line(corpus, l.line).error(
+                    "id",
+                    format!(
+                        "duplicate id {}: first on line {}",
+                        show_id(&l.doc.id),
+                        first.get()
+                    ),
+                ));
+            }
+            Entry::Vacant(v) => {
+                v.insert(l.line);
+            }
+        }
+    }
+    drop(first_line);
+    let dense_file = dense;
     let dense = dense.map(crate::npy::read_f32_matrix).transpose()?;
-    let sparse: Option<Vec<SparseRecord>> = match sparse {
-        Some(p) => Some(read_sparse_jsonl(p)?.collect::<Result<_>>()?),
+    let sparse_file = sparse;
+    let sparse: Option<Vec<(usize, SparseRecord)>> = match sparse {
+        Some(p) => {
+            let mut reader = read_sparse_jsonl(p)?;
+            let mut records = Vec::new();
+            while let Some(record) = reader.next() {
+                records.push((reader.lines.line, record?));
+            }
+            Some(records)
+        }
         None => None,
     };
-    let mismatch = |what: String, n: usize| {
+    let mismatch = |file: &Path, what: &str, n: usize| {
         Error::invalid(format!(
-            "{what} has {n} rows but {} has {} documents",
+            "{} has {n} {what} but {} has {} documents",
+            file.display(),
             corpus.display(),
             lines.len()
         ))
     };
-    if let Some(m) = &dense
+    if let (Some(m), Some(p)) = (&dense, dense_file)
         && m.rows != lines.len()
     {
-        return Err(mismatch("the dense .npy".into(), m.rows));
+        return Err(mismatch(p, "rows", m.rows));
     }
-    if let Some(s) = &sparse
+    if let (Some(s), Some(p)) = (&sparse, sparse_file)
         && s.len() != lines.len()
     {
-        return Err(mismatch("the sparse .jsonl".into(), s.len()));
+        return Err(mismatch(p, "vectors", s.len()));
     }
+    let mut first_dense: Option<(usize, String)> = None;
     let mut docs = Vec::with_capacity(lines.len());
     for (i, l) in lines.into_iter().enumerate() {
+        let here = Origin::Line(corpus, l.line);
         let mut doc = Document::new(l.doc.id)
             .title(l.doc.title)
             .text(l.doc.text)
             .metadata(l.doc.metadata);
-        let row = l
-            .dense
-            .or_else(|| dense.as_ref().and_then(|m| m.row(i)).map(<[f32]>::to_vec));
-        if let Some(v) = row {
+        let row = match (l.dense, &dense, dense_file) {
+            (Some(v), _, _) => Some((v, here)),
+            (None, Some(m), Some(p)) => m.row(i).map(|r| (r.to_vec(), Origin::Row(p, i))),
+            _ => None,
+        };
+        if let Some((v, from)) = row {
+            if v.is_empty() {
+                return Err(from.error("dense", "the vector is empty".into()));
+            }
+            if let Some(j) = v.iter().position(|x| !x.is_finite()) {
+                return Err(from.error(
+                    "dense",
+                    format!("value {} at position {j} is not finite", v[j]),
+                ));
+            }
+            match &first_dense {
+                None => first_dense = Some((v.len(), from.to_string())),
+                Some((dim, first)) if *dim != v.len() => {
+                    return Err(from.error(
+                        "dense",
+                        format!("dimension {} but {first} has dimension {dim}", v.len()),
+                    ));
+                }
+                Some(_) => {}
+            }
             doc = doc.dense(v);
         }
-        if let Some(s) = l
-            .sparse
-            .or_else(|| sparse.as_ref().and_then(|s| s.get(i).cloned()))
-        {
-            let v = SparseVector::new(s.indices, s.values).map_err(|e| Error::Parse {
-                path: corpus.to_path_buf(),
-                line: l.line,
-                field: "sparse".into(),
-                reason: e.to_string(),
+        let side = match (&sparse, sparse_file) {
+            (Some(s), Some(p)) => s
+                .get(i)
+                .map(|(line, r)| (r.clone(), Origin::Line(p, *line))),
+            _ => None,
+        };
+        let vector = match l.sparse {
+            Some(s) => Some((s, here, "sparse.indices")),
+            None => side.map(|(s, from)| (s, from, "indices")),
+        };
+        if let Some((s, from, field)) = vector {
+            let v = SparseVector::new(s.indices, s.values).map_err(|e| {
+                from.error(
+                    field,
+                    match e {
+                        Error::InvalidInput(m) => m,
+                        e => e.to_string(),
+                    },
+                )
             })?;
             doc = doc.sparse(v);
         }
@@ -316,7 +428,8 @@ impl Lines {
         }
     }
 
-    /// The next non-blank line as a JSON object. An I/O error ends the stream.
+    /// The next non-blank line as a JSON object whose objects repeat no key. An I/O error ends
+    /// the stream.
     fn next_object(&mut self) -> Option<Result<Map<String, Value>>> {
         while !self.done {
             self.buf.clear();
@@ -327,14 +440,18 @@ impl Lines {
                     let Ok(text) = std::str::from_utf8(&self.buf) else {
                         return Some(Err(self.parse_err("json", "line is not valid UTF-8")));
                     };
+                    let text = match self.line {
+                        1 => text.strip_prefix('\u{feff}').unwrap_or(text),
+                        _ => text,
+                    };
                     let text = text.trim();
                     if text.is_empty() {
                         continue;
                     }
-                    return Some(match serde_json::from_str::<Value>(text) {
-                        Ok(Value::Object(map)) => Ok(map),
+                    return Some(match serde_json::from_str::<Strict>(text) {
+                        Ok(Strict(Value::Object(map))) => Ok(map),
                         Ok(_) => Err(self.parse_err("json", "line is not a JSON object")),
-                        Err(e) => Err(self.parse_err("json", e.to_string())),
+                        Err(e) => Err(self.parse_err("json", json_reason(&e))),
                     });
                 }
                 Err(e) => {
@@ -344,6 +461,100 @@ impl Lines {
             }
         }
         None
+    }
+}
+
+/// serde_json's message without its position, plus the column: each line is parsed alone, so
+/// its "line 1" would mislead.
+fn json_reason(e: &serde_json::Error) -> String {
+    let message = e.to_string();
+    let position = format!(" at line {} column {}", e.line(), e.column());
+    match message.strip_suffix(&position) {
+        Some(m) => format!("{m} at column {}", e.column()),
+        None => message,
+    }
+}
+
+/// A JSON value in which no object repeats a key (serde_json's own `Value` keeps the last).
+struct Strict(Value);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, b: bool) -> std::result::Result<Value, E> {
+        Ok(Value::Bool(b))
+    }
+
+    fn visit_i64<E>(self, n: i64) -> std::result::Result<Value, E> {
+        Ok(Value::Number(n.into()))
+    }
+
+    fn visit_u64<E>(self, n: u64) -> std::result::Result<Value, E> {
+        Ok(Value::Number(n.into()))
+    }
+
+    fn visit_f64<E>(self, x: f64) -> std::result::Result<Value, E> {
+        Ok(serde_json::Number::from_f64(x).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, s: &str) -> std::result::Result<Value, E> {
+        Ok(Value::String(s.to_string()))
+    }
+
+    fn visit_string<E>(self, s: String) -> std::result::Result<Value, E> {
+        Ok(Value::String(s))
+    }
+
+    fn visit_unit<E>(self) -> std::result::Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> std::result::Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> std::result::Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(
+        self,
+        mut seq: A,
+    ) -> std::result::Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+        while let Some(Strict(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if out.contains_key(&key) {
+                return Err(serde::de::Error::custom(format_args!(
+                    "duplicate key {key:?}"
+                )));
+            }
+            let Strict(v) = map.next_value()?;
+            out.insert(key, v);
+        }
+        Ok(Value::Object(out))
     }
 }
 
@@ -386,11 +597,12 @@ impl Iterator for SparseReader {
     }
 }
 
-/// Streams a corpus file. Each line is an object with `id` (non-empty
-/// string, required), `text` (string, required, may be empty), and optional
-/// `title` (string), `metadata` (object), `dense` and `sparse`; `null` counts
-/// as absent and unknown fields are ignored. Blank lines are skipped. After a
-/// parse error the iterator goes on with the next line; after an I/O error it ends.
+/// Streams a corpus file. Each line is an object with `id` (a valid document
+/// id, see [`Document`]; required), `text` (string, required, may be empty),
+/// and optional `title` (string), `metadata` (object), `dense` and `sparse`;
+/// `null` counts as absent and unknown fields are ignored. Blank lines are
+/// skipped. After a parse error the iterator goes on with the next line; after
+/// an I/O error it ends. Repeated ids are not checked here (see [`read_documents`]).
 pub fn read_docs_jsonl(path: &Path) -> Result<DocReader> {
     Ok(DocReader {
         lines: Lines::open(path)?,
@@ -405,7 +617,8 @@ pub fn read_sparse_jsonl(path: &Path) -> Result<SparseReader> {
 }
 
 /// Reads a whole queries file: `id` and `text` required, `relevant` and
-/// `answers` optional lists of strings (empty when absent).
+/// `answers` optional lists of strings (empty when absent). Query ids follow the rule for
+/// document ids (see [`Document`]), so that they can be written to a TREC run.
 pub fn read_queries(path: &Path) -> Result<Vec<QueryRecord>> {
     let mut lines = Lines::open(path)?;
     let mut out = Vec::new();
@@ -443,8 +656,10 @@ fn kind(v: &Value) -> &'static str {
 fn id_field(map: &Map<String, Value>) -> FieldResult<String> {
     match map.get("id") {
         None | Some(Value::Null) => field_err("id", "missing"),
-        Some(Value::String(s)) if s.is_empty() => field_err("id", "empty"),
-        Some(Value::String(s)) => Ok(s.clone()),
+        Some(Value::String(s)) => match id_problem(s) {
+            Some(why) => field_err("id", format!("{} {why}", show_id(s))),
+            None => Ok(s.clone()),
+        },
         Some(v) => field_err("id", format!("expected a string, found {}", kind(v))),
     }
 }
@@ -634,6 +849,13 @@ mod tests {
             (r#"{"text": "x"}"#, "id"),
             (r#"{"id": 7, "text": "x"}"#, "id"),
             (r#"{"id": "", "text": "x"}"#, "id"),
+            (r#"{"id": "a b", "text": "x"}"#, "id"),
+            (r#"{"id": "a\u0000", "text": "x"}"#, "id"),
+            (r#"{"id": "a", "text": "x", "id": "b"}"#, "json"),
+            (
+                r#"{"id": "a", "text": "x", "metadata": {"k": 1, "k": 2}}"#,
+                "json",
+            ),
             (r#"{"id": "a"}"#, "text"),
             (r#"{"id": "a", "text": 3}"#, "text"),
             (r#"{"id": "a", "text": "x", "title": ["t"]}"#, "title"),
@@ -671,6 +893,189 @@ mod tests {
             read_docs_jsonl(&dir.path().join("missing.jsonl")),
             Err(Error::Io { .. })
         ));
+    }
+
+    /// The reason of a Parse error at `line` on `field`.
+    fn parse_reason<T: std::fmt::Debug>(r: Result<T>, line: usize, field: &str) -> String {
+        match r {
+            Err(Error::Parse {
+                line: l,
+                field: f,
+                reason,
+                ..
+            }) if (l, f.as_str()) == (line, field) => reason,
+            other => panic!("expected parse error at {line}/{field}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn repeated_ids_and_keys_name_their_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            "c.jsonl",
+            "{\"id\": \"g0\", \"text\": \"\"}\n{\"id\": \"g1\", \"text\": \"\"}\n\n\
+             {\"id\": \"g2\", \"text\": \"\"}\n{\"id\": \"g1\", \"text\": \"x\"}\n",
+        );
+        let reason = parse_reason(read_documents(&p, None, None), 5, "id");
+        assert!(
+            reason.contains(r#""g1""#) && reason.contains("line 2"),
+            "{reason}"
+        );
+
+        let p = write(
+            dir.path(),
+            "k.jsonl",
+            "{\"id\": \"a\", \"text\": \"\", \"metadata\": {\"m\": {\"x\": 1, \"x\": 2}}}\n",
+        );
+        let reason = parse_reason(read_documents(&p, None, None), 1, "json");
+        assert!(reason.contains(r#"duplicate key "x""#), "{reason}");
+        // serde_json's "line 1" would point at the wrong line of the file.
+        assert!(!reason.contains("line 1"), "{reason}");
+        let p = write(
+            dir.path(),
+            "s.jsonl",
+            "{\"indices\": [1], \"values\": [1], \"values\": [2]}\n",
+        );
+        parse_error(read_sparse_jsonl(&p).unwrap().next().unwrap(), 1, "json");
+        let p = write(
+            dir.path(),
+            "q.jsonl",
+            "{\"id\": \"q\", \"text\": \"t\", \"text\": \"u\"}\n",
+        );
+        parse_error(read_queries(&p), 1, "json");
+    }
+
+    #[test]
+    fn ids_follow_the_document_id_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            "c.jsonl",
+            "{\"id\": \"ok\", \"text\": \"\"}\n{\"id\": \"a\\u0000\\u001b[2J\", \"text\": \"\"}\n",
+        );
+        let reason = parse_reason(read_documents(&p, None, None), 2, "id");
+        assert!(reason.contains(r#""a\0\u{1b}[2J""#), "{reason}");
+        assert!(
+            !reason.contains('\0') && !reason.contains('\u{1b}'),
+            "{reason}"
+        );
+        let long = "x".repeat(crate::MAX_ID_BYTES + 1);
+        let p = write(
+            dir.path(),
+            "l.jsonl",
+            &format!("{{\"id\": \"{long}\", \"text\": \"\"}}\n"),
+        );
+        parse_error(read_documents(&p, None, None), 1, "id");
+        let p = write(
+            dir.path(),
+            "q.jsonl",
+            "{\"id\": \"q 1\", \"text\": \"t\"}\n",
+        );
+        parse_error(read_queries(&p), 1, "id");
+    }
+
+    #[test]
+    fn a_leading_byte_order_mark_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(
+            dir.path(),
+            "c.jsonl",
+            "\u{feff}{\"id\": \"a\", \"text\": \"x\"}\n{\"id\": \"b\", \"text\": \"y\"}\n",
+        );
+        let docs = read_documents(&p, None, None).unwrap();
+        assert_eq!(
+            docs.iter().map(Document::id).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        let p = write(
+            dir.path(),
+            "q.jsonl",
+            "\u{feff}{\"id\": \"q\", \"text\": \"t\"}\n",
+        );
+        assert_eq!(read_queries(&p).unwrap()[0].id, "q");
+        // Only at the start of the file.
+        let p = write(
+            dir.path(),
+            "m.jsonl",
+            "{\"id\": \"a\", \"text\": \"x\"}\n\u{feff}{\"id\": \"b\", \"text\": \"y\"}\n",
+        );
+        parse_error(read_documents(&p, None, None), 2, "json");
+    }
+
+    #[test]
+    fn side_file_errors_name_that_file_and_its_line_or_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let corpus = write(
+            dir.path(),
+            "corpus.jsonl",
+            "{\"id\": \"a\", \"text\": \"\"}\n{\"id\": \"b\", \"text\": \"\"}\n",
+        );
+        // The second vector is on line 3 of the sparse file (after a blank line).
+        let sparse = write(
+            dir.path(),
+            "corpus.sparse.jsonl",
+            "{\"indices\": [1], \"values\": [1]}\n\n{\"indices\": [5, 2], \"values\": [1, 1]}\n",
+        );
+        match read_documents(&corpus, None, Some(&sparse)) {
+            Err(Error::Parse { path, line, .. }) => assert_eq!((path, line), (sparse.clone(), 3)),
+            other => panic!("{other:?}"),
+        }
+        // Inline sparse vectors are reported against the corpus.
+        let inline = write(
+            dir.path(),
+            "inline.jsonl",
+            "{\"id\": \"a\", \"text\": \"\", \"sparse\": {\"indices\": [5, 2], \"values\": [1, 1]}}\n",
+        );
+        parse_error(read_documents(&inline, None, None), 1, "sparse.indices");
+
+        let dense = dir.path().join("corpus.dense.npy");
+        crate::npy::write_f32_matrix(&dense, 2, 2, &[1.0, 2.0, 3.0, f32::NAN]).unwrap();
+        let err = read_documents(&corpus, Some(&dense), None).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("corpus.dense.npy row 1") && text.contains("NaN"),
+            "{text}"
+        );
+        // Inline vectors of another dimension than the first.
+        let mixed = write(
+            dir.path(),
+            "mixed.jsonl",
+            "{\"id\": \"a\", \"text\": \"\", \"dense\": [1, 2]}\n{\"id\": \"b\", \"text\": \"\", \"dense\": [1]}\n",
+        );
+        let reason = parse_reason(read_documents(&mixed, None, None), 2, "dense");
+        assert!(reason.contains("mixed.jsonl:1 has dimension 2"), "{reason}");
+        let empty = write(
+            dir.path(),
+            "empty.jsonl",
+            "{\"id\": \"a\", \"text\": \"\", \"dense\": []}\n",
+        );
+        parse_error(read_documents(&empty, None, None), 1, "dense");
+    }
+
+    #[test]
+    fn token_offsets_errors_are_plain_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = dir.path().join("t.npy");
+        crate::npy::write_f32_matrix(&tokens, 2, 1, &[1.0, 2.0]).unwrap();
+        // An int64 vector [0, 2^62], as numpy writes it.
+        let offsets = dir.path().join("o.npy");
+        let dict = "{'descr': '<i8', 'fortran_order': False, 'shape': (2,), }";
+        let header = format!("{dict:<117}\n").into_bytes();
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(&header);
+        for v in [0i64, 1 << 62] {
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+        std::fs::write(&offsets, bytes).unwrap();
+        let err = TokenVectors::read(&tokens, &offsets)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("offsets end at 4611686018427387904 but") && !err.contains("Some("),
+            "{err}"
+        );
     }
 
     #[test]

@@ -64,7 +64,48 @@ impl SparseVector {
     }
 }
 
+/// Longest valid document id, in bytes of UTF-8.
+pub const MAX_ID_BYTES: usize = 512;
+
+/// Why `id` is not a valid document id, or `None` when it is one. A valid id is non-empty, at
+/// most [`MAX_ID_BYTES`] bytes long, and has no whitespace and no control characters.
+pub(crate) fn id_problem(id: &str) -> Option<String> {
+    if id.is_empty() {
+        return Some("is empty".into());
+    }
+    if id.len() > MAX_ID_BYTES {
+        return Some(format!(
+            "is {} bytes long; ids are at most {MAX_ID_BYTES} bytes",
+            id.len()
+        ));
+    }
+    let (at, c) = id
+        .char_indices()
+        .find(|(_, c)| c.is_whitespace() || c.is_control())?;
+    let what = if c.is_control() {
+        "a control character"
+    } else {
+        "whitespace"
+    };
+    Some(format!(
+        "contains {what} (U+{:04X} at byte {at}); ids have no whitespace or control characters",
+        c as u32
+    ))
+}
+
+/// `id` quoted with its control characters escaped, cut short when it is long.
+pub(crate) fn show_id(id: &str) -> String {
+    const SHOWN: usize = 64;
+    match id.char_indices().nth(SHOWN) {
+        Some((end, _)) => format!("{:?}...", &id[..end]),
+        None => format!("{id:?}"),
+    }
+}
+
 /// A document to write: an external id, text, JSON metadata and optional vectors.
+///
+/// A valid id is non-empty, at most [`MAX_ID_BYTES`] bytes long, and contains no whitespace and
+/// no control characters; [`Writer::upsert`](crate::Writer::upsert) rejects any other.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Document {
     pub(crate) id: String,
@@ -183,6 +224,31 @@ mod tests {
         let a = SparseVector::new(vec![1, 4, 9], vec![1.0, 2.0, 3.0]).unwrap();
         let b = SparseVector::new(vec![0, 4, 9, 12], vec![5.0, 0.5, 2.0, 1.0]).unwrap();
         assert_eq!(a.dot(&b), 2.0 * 0.5 + 3.0 * 2.0);
+    }
+
+    #[test]
+    fn id_rule() {
+        for ok in ["a", "문서-1", "x/y:z#1", &"é".repeat(MAX_ID_BYTES / 2)] {
+            assert_eq!(id_problem(ok), None, "{ok}");
+        }
+        for bad in [
+            "",
+            "a b",
+            "a\tb",
+            "tail\n",
+            "nul\0",
+            "\u{1b}[31m",
+            "nbsp\u{a0}",
+            "\u{85}",
+            &"x".repeat(MAX_ID_BYTES + 1),
+        ] {
+            assert!(id_problem(bad).is_some(), "{bad:?}");
+        }
+        assert_eq!(show_id("a\u{1b}[0m\0"), r#""a\u{1b}[0m\0""#);
+        assert_eq!(
+            show_id(&"y".repeat(100)),
+            format!("{:?}...", "y".repeat(64))
+        );
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub mod npy;
 pub mod squad;
 
 pub use db::{CommitInfo, Database, Lag, Problem, RepairReport, Stats, VerifyReport, Writer};
-pub use document::{Document, SparseVector};
+pub use document::{Document, MAX_ID_BYTES, SparseVector};
 pub use encoder::{
     Embedding, Encoder, EncoderOptions, Layout, ModelInfo, ORT_VERSION, Pooling, TextKind,
     default_runtime_dir, loaded_runtime,

@@ -511,3 +511,248 @@ fn verify_and_repair_commands() {
     let hits = ok(&["search", "--db", s(&db), "--legs", "bm25", "서울"]);
     assert!(hits.contains("seoul"), "{hits}");
 }
+
+/// Runs a command that must fail; returns its stderr.
+fn fails(args: &[&str]) -> String {
+    let out = hybridb(args);
+    assert!(!out.status.success(), "hybridb {args:?} succeeded");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+#[test]
+fn repeated_ids_and_keys_are_reported_and_nothing_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("db");
+    let input = tmp.path().join("dup.jsonl");
+    std::fs::write(
+        &input,
+        "{\"id\": \"g0\", \"text\": \"a\"}\n{\"id\": \"g1\", \"text\": \"b\"}\n\
+         {\"id\": \"g2\", \"text\": \"c\"}\n{\"id\": \"g1\", \"text\": \"d\"}\n",
+    )
+    .unwrap();
+    let err = fails(&["ingest", "--db", s(&db), "--jsonl", s(&input)]);
+    assert!(
+        err.contains("dup.jsonl:4") && err.contains("\"g1\"") && err.contains("line 2"),
+        "{err}"
+    );
+    assert!(!db.exists());
+    std::fs::write(
+        &input,
+        "{\"id\": \"g0\", \"text\": \"a\", \"id\": \"g9\"}\n",
+    )
+    .unwrap();
+    let err = fails(&["ingest", "--db", s(&db), "--jsonl", s(&input)]);
+    assert!(
+        err.contains("dup.jsonl:1") && err.contains("duplicate key \"id\""),
+        "{err}"
+    );
+    assert!(!db.exists());
+}
+
+#[test]
+fn bad_ids_are_refused_and_search_escapes_what_it_prints() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("db");
+    let input = tmp.path().join("ids.jsonl");
+    for (id, shown) in [
+        (r#"a b"#, r#""a b""#),
+        (r#"a\u0000b"#, r#""a\0b""#),
+        (r#"\u001b[31mred"#, r#""\u{1b}[31mred""#),
+    ] {
+        std::fs::write(
+            &input,
+            format!("{{\"id\": \"ok\", \"text\": \"\"}}\n{{\"id\": \"{id}\", \"text\": \"x\"}}\n"),
+        )
+        .unwrap();
+        let err = fails(&["ingest", "--db", s(&db), "--jsonl", s(&input)]);
+        assert!(err.contains("ids.jsonl:2") && err.contains(shown), "{err}");
+        assert!(!err.contains('\0') && !err.contains('\u{1b}'), "{err:?}");
+        assert!(!db.exists());
+    }
+
+    // Titles and texts are stored as given, and printed with control characters escaped.
+    std::fs::write(
+        &input,
+        "{\"id\": \"t\", \"title\": \"bell\\u0007\\u001b[2J\", \"text\": \"kimchi\\u0000\\nline \\u202e two\"}\n",
+    )
+    .unwrap();
+    ok(&["ingest", "--db", s(&db), "--jsonl", s(&input)]);
+    let out = ok(&["search", "--db", s(&db), "--legs", "bm25", "kimchi"]);
+    assert!(
+        !out.chars()
+            .any(|c| (c.is_control() && c != '\n') || c == '\u{202e}'),
+        "{out:?}"
+    );
+    assert!(
+        out.contains(r"bell\u{7}\u{1b}[2J") && out.contains(r"kimchi\0\nline \u{202e} two"),
+        "{out}"
+    );
+}
+
+#[test]
+fn an_empty_input_is_an_error_and_creates_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("db");
+    let empty = tmp.path().join("empty.jsonl");
+    std::fs::write(&empty, "\n  \n").unwrap();
+    let err = fails(&["ingest", "--db", s(&db), "--jsonl", s(&empty)]);
+    assert!(err.contains("empty.jsonl: no documents"), "{err}");
+    assert!(!db.exists());
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("corpus.jsonl"), "").unwrap();
+    let err = fails(&["ingest", "--db", s(&db), "--dataset", s(&data)]);
+    assert!(err.contains("corpus.jsonl: no documents"), "{err}");
+    assert!(!db.exists());
+
+    // On an existing database: an error, and no commit.
+    ok(&[
+        "ingest",
+        "--db",
+        s(&db),
+        "--dataset",
+        s(&common::fixtures().join("tiny")),
+    ]);
+    let err = fails(&["ingest", "--db", s(&db), "--jsonl", s(&empty)]);
+    assert!(err.contains("no documents"), "{err}");
+    let stats = hybridb::Database::open(&db).unwrap().stats().unwrap();
+    assert_eq!((stats.seq, stats.documents), (1, 12));
+}
+
+/// A first ingest that fails before its commit point leaves no database behind: not the
+/// directory it made, nor the files it added to one that existed.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_failed_first_ingest_removes_what_it_created() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = common::fixtures().join("tiny");
+    let ingest = |db: &Path, point: &str| {
+        Command::new(env!("CARGO_BIN_EXE_hybridb"))
+            .args(["ingest", "--db", s(db), "--dataset", s(&data)])
+            .env("HYBRIDB_FAILPOINT", point)
+            .output()
+            .unwrap()
+    };
+    let db = tmp.path().join("new");
+    let out = ingest(&db, "commit:before-store-commit:enospc");
+    assert!(!out.status.success());
+    assert!(!db.exists());
+
+    let db = tmp.path().join("existing");
+    std::fs::create_dir(&db).unwrap();
+    std::fs::write(db.join("notes.txt"), "mine").unwrap();
+    let out = ingest(&db, "commit:before-vectors:enospc");
+    assert!(!out.status.success());
+    let left: Vec<_> = std::fs::read_dir(&db)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["notes.txt"]);
+
+    // Past the commit point the commit is durable: the database stays.
+    let db = tmp.path().join("committed");
+    let out = ingest(&db, "commit:after-store-commit:enospc");
+    assert!(!out.status.success());
+    let stats = hybridb::Database::open(&db).unwrap().stats().unwrap();
+    assert_eq!((stats.seq, stats.documents), (1, 12));
+}
+
+/// A copy of the tiny dataset to damage.
+fn tiny_copy(dir: &Path) -> std::path::PathBuf {
+    let data = dir.join("tiny");
+    std::fs::create_dir_all(&data).unwrap();
+    for e in std::fs::read_dir(common::fixtures().join("tiny")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), data.join(e.file_name())).unwrap();
+    }
+    data
+}
+
+#[test]
+fn input_errors_name_the_file_and_row_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("db");
+
+    // A bad row of the sparse side file is reported against that file and its line.
+    let data = tiny_copy(&tmp.path().join("sparse"));
+    let path = data.join("corpus.sparse.jsonl");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    lines[2] = r#"{"indices": [9, 4], "values": [0.5, 0.5]}"#.into();
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let err = fails(&["ingest", "--db", s(&db), "--dataset", s(&data)]);
+    assert!(err.contains("corpus.sparse.jsonl:3: indices"), "{err}");
+    assert!(!err.contains("corpus.jsonl"), "{err}");
+    assert!(!db.exists());
+
+    // A non-finite dense value: the .npy file and row, once, and no id repeated.
+    let data = tiny_copy(&tmp.path().join("dense"));
+    let path = data.join("corpus.dense.npy");
+    let mut m = hybridb::npy::read_f32_matrix(&path).unwrap();
+    m.data[3 * m.dim + 1] = f32::NAN;
+    hybridb::npy::write_f32_matrix(&path, m.rows, m.dim, &m.data).unwrap();
+    let err = fails(&["ingest", "--db", s(&db), "--dataset", s(&data)]);
+    assert_eq!(err.matches("corpus.dense.npy row 3").count(), 1, "{err}");
+    assert!(!db.exists());
+
+    // Vectors of another dimension than the database's: the file, and no id twice.
+    ok(&[
+        "ingest",
+        "--db",
+        s(&db),
+        "--dataset",
+        s(&common::fixtures().join("tiny")),
+    ]);
+    let input = tmp.path().join("dims.jsonl");
+    std::fs::write(
+        &input,
+        "{\"id\": \"d1\", \"text\": \"x\", \"dense\": [1, 2]}\n",
+    )
+    .unwrap();
+    let err = fails(&["ingest", "--db", s(&db), "--jsonl", s(&input)]);
+    assert!(
+        err.contains("dims.jsonl") && err.contains("dimension 2") && err.matches("d1").count() <= 1,
+        "{err}"
+    );
+
+    // Token offsets past the end: plain numbers, no Debug text.
+    let data = tiny_copy(&tmp.path().join("offsets"));
+    let path = data.join("corpus.colbert.offsets.npy");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let n = bytes.len();
+    bytes[n - 8..].copy_from_slice(&(1i64 << 62).to_le_bytes());
+    std::fs::write(&path, bytes).unwrap();
+    let err = fails(&[
+        "ingest",
+        "--db",
+        s(&tmp.path().join("db2")),
+        "--dataset",
+        s(&data),
+    ]);
+    assert!(
+        err.contains("offsets end at 4611686018427387904") && !err.contains("Some("),
+        "{err}"
+    );
+
+    // The OS error once.
+    let err = fails(&[
+        "ingest",
+        "--db",
+        s(&tmp.path().join("db3")),
+        "--jsonl",
+        s(&tmp.path().join("missing.jsonl")),
+    ]);
+    assert_eq!(err.matches("os error 2").count(), 1, "{err}");
+
+    // A UTF-8 byte order mark at the start of a file is skipped.
+    let input = tmp.path().join("bom.jsonl");
+    std::fs::write(&input, "\u{feff}{\"id\": \"b1\", \"text\": \"bom\"}\n").unwrap();
+    let out = ok(&[
+        "ingest",
+        "--db",
+        s(&tmp.path().join("db4")),
+        "--jsonl",
+        s(&input),
+    ]);
+    assert!(out.contains("1 documents written"), "{out}");
+}

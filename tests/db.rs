@@ -318,6 +318,42 @@ fn bad_documents_are_rejected_with_clear_errors() {
 }
 
 #[test]
+fn document_ids_follow_the_id_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open_or_create(dir.path(), schema()).unwrap();
+    let mut w = db.writer().unwrap();
+    let long = "x".repeat(hybridb::MAX_ID_BYTES + 1);
+    for bad in [
+        "",
+        "a b",
+        "tab\there",
+        "end\n",
+        "nul\0",
+        "\u{1b}[31mred",
+        "nbsp\u{a0}",
+        &long,
+    ] {
+        match w.upsert(Document::new(bad).text("t")) {
+            Err(Error::InvalidInput(m)) => {
+                // Named, with control characters escaped, and cut short when long.
+                assert!(!m.chars().any(char::is_control), "{m:?}");
+                assert!(m.len() < 300, "{m}");
+            }
+            other => panic!("{bad:?}: {other:?}"),
+        }
+    }
+    let err = w.upsert(Document::new("a\u{1b}b")).unwrap_err().to_string();
+    assert!(err.contains(r#""a\u{1b}b""#), "{err}");
+    let longest = "가".repeat(hybridb::MAX_ID_BYTES / 3);
+    for good in ["a", "문서-1", "x/y:z#1", &longest] {
+        w.upsert(Document::new(good).text("t")).unwrap();
+    }
+    assert_eq!(w.len(), 4);
+    w.commit().unwrap();
+    assert_eq!(db.len(), 4);
+}
+
+#[test]
 fn metadata_filters_restrict_every_leg() {
     let dir = tempfile::tempdir().unwrap();
     let db = Database::open_or_create(dir.path(), schema()).unwrap();

@@ -15,7 +15,7 @@ use std::sync::atomic::Ordering;
 use serde::Serialize;
 
 use super::{Inner, Lag, WriteSide};
-use crate::document::{Document, check_dense, check_tokens};
+use crate::document::{Document, check_dense, check_tokens, id_problem, show_id};
 use crate::error::{Error, Result};
 use crate::fsio::failpoint;
 use crate::index::dense::normalize;
@@ -67,15 +67,19 @@ impl<'db> Writer<'db> {
         }
     }
 
-    /// Adds or replaces the document with this id. The document is validated now.
+    /// Adds or replaces the document with this id. The document is validated now; an id that
+    /// breaks the rule in [`Document`]'s docs is [`Error::InvalidInput`].
     pub fn upsert(&mut self, mut doc: Document) -> Result<()> {
         let schema = &self.inner.schema;
         let fail = |reason: String| Error::InvalidDocument {
             id: doc.id.clone(),
             reason,
         };
-        if doc.id.is_empty() {
-            return Err(Error::invalid("document id must not be empty"));
+        if let Some(why) = id_problem(&doc.id) {
+            return Err(Error::invalid(format!(
+                "document id {} {why}",
+                show_id(&doc.id)
+            )));
         }
         if !(doc.metadata.is_object() || doc.metadata.is_null()) {
             return Err(fail("metadata must be a JSON object".into()));

@@ -158,9 +158,26 @@ enum Command {
 
 fn main() {
     if let Err(e) = run(Cli::parse()) {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", message(&e));
         std::process::exit(1);
     }
+}
+
+/// The error and its causes joined by ": ", leaving out a cause whose text the message already
+/// shows (a library error such as `Error::Io` shows its source in its own text).
+fn message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -341,6 +358,8 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// Ingests in one commit. When the database is new and the ingest fails with nothing committed,
+/// what it created is removed: the directory, if it made it, else the entries it added.
 fn ingest(
     db_path: &Path,
     dataset: Option<&Path>,
@@ -350,21 +369,99 @@ fn ingest(
     colbert_precision: Precision,
     encoder: &EncoderArgs,
 ) -> Result<()> {
+    let fresh = !db_path.join("docs.redb").exists();
+    let before = entries(db_path);
+    let mut committing = false;
+    let result = ingest_into(
+        db_path,
+        dataset,
+        jsonl,
+        base,
+        metric,
+        colbert_precision,
+        encoder,
+        &mut committing,
+    );
+    if result.is_err() && fresh && (!committing || nothing_committed(db_path)) {
+        match before {
+            None => {
+                let _ = std::fs::remove_dir_all(db_path);
+            }
+            Some(before) => {
+                for name in entries(db_path).unwrap_or_default() {
+                    if !before.contains(&name) {
+                        let p = db_path.join(name);
+                        let _ = std::fs::remove_dir_all(&p).or_else(|_| std::fs::remove_file(&p));
+                    }
+                }
+            }
+        }
+    }
+    result
+}
+
+/// The names in directory `dir` (none when it is not a readable directory), or `None` when
+/// nothing exists at `dir`.
+fn entries(dir: &Path) -> Option<std::collections::HashSet<std::ffi::OsString>> {
+    if let Err(e) = std::fs::symlink_metadata(dir)
+        && e.kind() == std::io::ErrorKind::NotFound
+    {
+        return None;
+    }
+    let list = std::fs::read_dir(dir).map(|l| l.flatten().map(|e| e.file_name()).collect());
+    Some(list.unwrap_or_default())
+}
+
+/// Whether the database at `path` holds no commit, as a fresh open reads it. False when it
+/// cannot be opened: then it is left alone.
+fn nothing_committed(path: &Path) -> bool {
+    Database::open_read_only(path)
+        .and_then(|db| db.stats())
+        .is_ok_and(|s| s.seq == 0)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn ingest_into(
+    db_path: &Path,
+    dataset: Option<&Path>,
+    jsonl: Option<&Path>,
+    base: Schema,
+    metric: Metric,
+    colbert_precision: Precision,
+    encoder: &EncoderArgs,
+    committing: &mut bool,
+) -> Result<()> {
     let enc = encoder.open()?;
+    let dir = dataset.map(DatasetDir::open).transpose()?;
+    // The files the documents and their vectors come from, named in errors.
+    let input = match (&dir, jsonl) {
+        (Some(d), _) => d.corpus(),
+        (None, Some(f)) => f.to_path_buf(),
+        (None, None) => bail!("give --dataset DIR or --jsonl FILE"),
+    };
+    let (dense_input, sparse_input) = match (&dir, &enc) {
+        (Some(d), None) => (d.corpus_dense(), d.corpus_sparse()),
+        _ => (None, None),
+    };
     // Every line is read and checked, and all text encoded, before anything is written.
-    let mut docs = match (dataset, jsonl, &enc) {
-        (Some(d), _, Some(_)) => {
-            let d = DatasetDir::open(d)?;
+    let mut docs = match (&dir, &enc) {
+        (Some(d), Some(_)) => {
             if d.corpus_dense().is_some() || d.corpus_sparse().is_some() {
                 eprintln!("note: the dataset's vector files are ignored; --model encodes the text");
             }
-            dataset::read_documents(&d.corpus(), None, None)
+            dataset::read_documents(&input, None, None)
         }
-        (Some(d), _, None) => DatasetDir::open(d)?.documents(),
-        (None, Some(f), _) => dataset::read_documents(f, None, None),
-        (None, None, _) => bail!("give --dataset DIR or --jsonl FILE"),
+        (Some(d), None) => d.documents(),
+        (None, _) => dataset::read_documents(&input, None, None),
     }
     .context("nothing was ingested")?;
+    if docs.is_empty() {
+        bail!("{}: no documents; nothing was ingested", input.display());
+    }
+    let colbert = match (&enc, dir.as_ref().and_then(DatasetDir::corpus_colbert)) {
+        (None, Some((tokens, _))) => Some((npy::read_npy_dim(&tokens)?.1, tokens)),
+        _ => None,
+    };
     let existing = if db_path.join("docs.redb").exists() {
         Some(Database::open(db_path)?)
     } else {
@@ -397,9 +494,15 @@ fn ingest(
         if docs.iter().any(|d| d.sparse_vector().is_some()) {
             schema = schema.sparse();
         }
-        if let Some((tokens, _)) = dataset.and_then(|d| DatasetDir::new(d).corpus_colbert()) {
-            let (_, dim) = npy::read_npy_dim(&tokens)?;
-            schema = schema.colbert(dim, colbert_precision);
+        if let Some((dim, _)) = &colbert {
+            schema = schema.colbert(*dim, colbert_precision);
+        }
+        if let Some(db) = &existing {
+            let dense_from = dense_input.as_deref().unwrap_or(&input);
+            let sparse_from = sparse_input.as_deref().unwrap_or(&input);
+            let colbert_from = colbert.as_ref().map_or(input.as_path(), |(_, p)| p);
+            fits(&schema, db.schema(), dense_from, sparse_from, colbert_from)
+                .context("nothing was ingested")?;
         }
         schema
     };
@@ -412,15 +515,21 @@ fn ingest(
         "staging {bar:40} {pos}/{len} docs ({per_sec})",
     )?);
     let mut w = db.writer()?;
-    for doc in docs {
-        let id = doc.id().to_string();
-        w.upsert(doc)
-            .with_context(|| format!("document {id:?}; nothing was ingested"))?;
+    for (i, doc) in docs.into_iter().enumerate() {
+        // The library's error names the document's id.
+        w.upsert(doc).with_context(|| {
+            format!(
+                "{}, document {}: nothing was ingested",
+                input.display(),
+                i + 1
+            )
+        })?;
         bar.inc(1);
     }
     bar.finish_and_clear();
     let spinner = spinner(&format!("committing {total} documents (indexing)"));
     let started = std::time::Instant::now();
+    *committing = true;
     let info = w.commit()?;
     spinner.finish_and_clear();
     db.checkpoint()?;
@@ -432,6 +541,50 @@ fn ingest(
         started.elapsed().as_secs_f64(),
         db.len()
     );
+    Ok(())
+}
+
+/// Checks that the legs the input needs (`input`, as built from the documents) exist in the
+/// database's schema with the same dimensions, naming the file the vectors come from.
+fn fits(
+    input: &Schema,
+    db: &Schema,
+    dense_from: &Path,
+    sparse_from: &Path,
+    colbert_from: &Path,
+) -> Result<()> {
+    match (&input.dense, &db.dense) {
+        (Some(i), Some(d)) if i.dim != d.dim => bail!(
+            "{}: dense vectors have dimension {} but the database's have {}",
+            dense_from.display(),
+            i.dim,
+            d.dim
+        ),
+        (Some(_), None) => bail!(
+            "{}: the documents have dense vectors but the database has no dense leg",
+            dense_from.display()
+        ),
+        _ => {}
+    }
+    if input.sparse && !db.sparse {
+        bail!(
+            "{}: the documents have sparse vectors but the database has no sparse leg",
+            sparse_from.display()
+        );
+    }
+    match (&input.colbert, &db.colbert) {
+        (Some(i), Some(d)) if i.dim != d.dim => bail!(
+            "{}: ColBERT vectors have dimension {} but the database's have {}",
+            colbert_from.display(),
+            i.dim,
+            d.dim
+        ),
+        (Some(_), None) => bail!(
+            "{}: the documents have ColBERT vectors but the database has no ColBERT leg",
+            colbert_from.display()
+        ),
+        _ => {}
+    }
     Ok(())
 }
 
@@ -459,16 +612,41 @@ fn print_hits(hits: &[Hit]) {
         println!(
             "{:>3}. {}  score {:.5}  [{}]",
             i + 1,
-            h.id,
+            printable(&h.id),
             h.score,
             legs.join(", ")
         );
         if let Some(d) = &h.document {
             let snippet: String = d.text.chars().take(120).collect();
             if !d.title.is_empty() {
-                println!("     {}", d.title);
+                println!("     {}", printable(&d.title));
             }
-            println!("     {snippet}");
+            println!("     {}", printable(&snippet));
         }
     }
+}
+
+/// `s` with control characters and bidirectional-text controls escaped as Rust writes them
+/// (`\n`, `\0`, `\u{1b}`, `\u{202e}`), so stored text cannot drive the terminal.
+fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    // Control characters, and the marks, embeddings, overrides and isolates of bidi text.
+    let hidden = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200e}' | '\u{200f}')
+            || ('\u{202a}'..='\u{202e}').contains(&c)
+            || ('\u{2066}'..='\u{2069}').contains(&c)
+    };
+    if !s.chars().any(hidden) {
+        return s.into();
+    }
+    s.chars()
+        .map(|c| {
+            if hidden(c) {
+                c.escape_debug().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
 }
