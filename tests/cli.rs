@@ -649,12 +649,61 @@ fn a_failed_first_ingest_removes_what_it_created() {
         .collect();
     assert_eq!(left, ["notes.txt"]);
 
-    // Past the commit point the commit is durable: the database stays.
+    // Past the commit point the commit is durable: the database stays, and the error says so.
     let db = tmp.path().join("committed");
     let out = ingest(&db, "commit:after-store-commit:enospc");
     assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("commit 1 is durable"), "{err}");
+    assert_eq!(err.matches("No space left on device").count(), 1, "{err}");
     let stats = hybridb::Database::open(&db).unwrap().stats().unwrap();
     assert_eq!((stats.seq, stats.documents), (1, 12));
+}
+
+/// With the text index unable to catch up (a full disk), stats and the other legs still answer
+/// from the committed data, and a BM25 search says which index is behind.
+#[cfg(feature = "failpoints")]
+#[test]
+fn reads_work_while_the_text_index_cannot_catch_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("db");
+    let data = common::fixtures().join("tiny");
+    let run = |args: &[&str], point: &str| {
+        Command::new(env!("CARGO_BIN_EXE_hybridb"))
+            .args(args)
+            .env("HYBRIDB_FAILPOINT", point)
+            .output()
+            .unwrap()
+    };
+    let out = run(
+        &["ingest", "--db", s(&db), "--dataset", s(&data)],
+        "commit:before-text:enospc",
+    );
+    assert!(!out.status.success());
+    let enospc = "open:before-text:enospc";
+    let out = run(&["stats", "--db", s(&db), "--json"], enospc);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(stats["documents"], 12);
+    assert_eq!(stats["lagging"][0]["index"], "text", "{stats}");
+    let out = run(&["search", "--db", s(&db), "서울"], enospc);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the text index holds commits up to 0"),
+        "{err}"
+    );
+    // With space again, the index catches up.
+    let out = run(&["search", "--db", s(&db), "서울"], "none");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A copy of the tiny dataset to damage.
