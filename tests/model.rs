@@ -1,21 +1,25 @@
 //! Model-based test of the whole API, as redb tests its tree against a `BTreeMap`: random
 //! sequences of upserts, deletes, commits, dropped batches, checkpoints, compactions, reopens,
-//! read-only opens and SIGKILLed child writers run against a database with every leg. After
-//! each step the database must agree with an in-memory model: `get`, `len` and `stats` equal
-//! the model, every leg's exact results equal brute force over the model (metadata filters
-//! included), and `verify` is clean whenever the database is closed.
+//! read-only opens (alone, beside a writer, and kept across later steps) and crashed child
+//! writers (SIGKILLed at random moments, or aborted at a failpoint of the commit protocol) run
+//! against a database with every leg. After each step the database must agree with an
+//! in-memory model: `get`, `len` and `stats` equal the model, every leg's exact results equal
+//! brute force over the model (metadata filters included), and `verify` is clean whenever the
+//! database is closed.
 //!
 //! Vector components are multiples of 1/8 (sparse weights of 1/16), so dot products, sparse
-//! scores and MaxSim are exact in f32 and compared bit for bit or nearly; cosine scores and
-//! BM25 within 1e-5. BM25 scores are compared with tantivy's formula only while the text index
-//! holds no deleted documents (they weigh on its statistics until `compact`); otherwise the
-//! matching set and the order of scores are checked.
+//! scores and MaxSim are exact in f32: sparse and dot-metric dense results must equal the
+//! model's bit for bit, in the model's order (equal scores by document number); cosine scores
+//! and BM25 within 1e-5. BM25 scores are compared with tantivy's formula only while the text
+//! index holds no deleted documents (they weigh on its statistics until `compact`); otherwise
+//! the matching set and the order of scores are checked.
 //!
-//! `cargo test --test model` runs two seeds (cosine and dot metric) of a few thousand steps.
-//! Environment: `MODEL_SEED`, `MODEL_STEPS`, `MODEL_CRASHES` (child kills per run),
+//! `cargo test --test model` runs two seeds (cosine and dot metric) of 1,500 steps each.
+//! Environment: `MODEL_SEED`, `MODEL_STEPS`, `MODEL_CRASHES` (child crashes per run),
 //! `MODEL_VERIFY_EVERY` (close, verify and reopen every n actions), `MODEL_POOL` (ids),
+//! `MODEL_DIR` (where databases go; tmpfs by default), `MODEL_STRICT=1` (known issues fail),
 //! `MODEL_TRACE=1` (print each step). A failure prints its seed, how to replay it and the last
-//! steps. scripts/model-soak.sh runs many seeds.
+//! steps; kill moments vary between runs. scripts/model-soak.sh runs many seeds.
 
 mod common;
 
@@ -98,29 +102,41 @@ impl Op {
     }
 }
 
-/// Committed state: the live documents by id and the commit sequence number.
+/// Committed state: the live documents by id, the commit sequence number, and the document
+/// numbers the database gives them (in the order of each id's first operation in a batch),
+/// which break ties between equal scores.
 #[derive(Clone, Debug, Default)]
 struct Model {
     docs: BTreeMap<String, MDoc>,
     seq: u64,
+    docnum: BTreeMap<String, u64>,
+    next_doc: u64,
 }
 
 impl Model {
     /// Applies a committed batch (the last operation on an id wins); returns what
     /// `CommitInfo` must say: (upserted, removed).
     fn apply(&mut self, batch: &[Op]) -> (u64, u64) {
+        let mut order: Vec<&str> = Vec::new();
         let mut last: BTreeMap<&str, &Op> = BTreeMap::new();
         for op in batch {
-            last.insert(op.id(), op);
+            if last.insert(op.id(), op).is_none() {
+                order.push(op.id());
+            }
         }
         let (mut upserted, mut removed) = (0, 0);
-        for op in last.values() {
-            match op {
+        for id in order {
+            match last[id] {
                 Op::Upsert(d) => {
                     upserted += 1;
                     removed += self.docs.insert(d.id.clone(), d.clone()).is_some() as u64;
+                    self.docnum.insert(d.id.clone(), self.next_doc);
+                    self.next_doc += 1;
                 }
-                Op::Delete(id) => removed += self.docs.remove(id).is_some() as u64,
+                Op::Delete(id) => {
+                    removed += self.docs.remove(id).is_some() as u64;
+                    self.docnum.remove(id);
+                }
             }
         }
         if !batch.is_empty() {
@@ -403,9 +419,29 @@ fn close(a: f64, b: f64, tol: f64) -> bool {
 /// equal scores to come in either order: the same number of hits, each a document the model
 /// ranks with the same score, the score sequence equal to the model's top scores, and every
 /// document scoring clearly above the last hit present.
-fn compare_ranked(what: &str, got: &[(String, f32)], want: &[(String, f64)], k: usize, tol: f64) {
+///
+/// With `ties` (for legs whose scores are exact here), the order must be exactly the model's:
+/// equal scores by ascending document number.
+fn compare_ranked(
+    what: &str,
+    got: &[(String, f32)],
+    want: &[(String, f64)],
+    k: usize,
+    tol: f64,
+    ties: Option<&Model>,
+) {
     let ctx = || format!("{what}\n  got  {got:?}\n  want {want:?}");
     assert_eq!(got.len(), k.min(want.len()), "hit count: {}", ctx());
+    if let Some(m) = ties {
+        let mut exact = want.to_vec();
+        exact.sort_by(|a, b| {
+            b.1.total_cmp(&a.1)
+                .then(m.docnum[&a.0].cmp(&m.docnum[&b.0]))
+        });
+        let want_ids: Vec<&String> = exact.iter().take(k).map(|x| &x.0).collect();
+        let got_ids: Vec<&String> = got.iter().map(|x| &x.0).collect();
+        assert_eq!(got_ids, want_ids, "exact order: {}", ctx());
+    }
     let by_id: BTreeMap<&str, f64> = want.iter().map(|(id, s)| (id.as_str(), *s)).collect();
     let mut seen = HashSet::new();
     for (i, (id, s)) in got.iter().enumerate() {
@@ -524,7 +560,8 @@ fn check_db(db: &Database, view: &View, g: &mut Gen, metric: Metric, what: &str)
                     .fetch_documents(fetch),
             )
             .unwrap();
-        let tol = if metric == Metric::Cosine { TOL } else { 1e-6 };
+        // Dot products of these vectors are exact in f32.
+        let tol = if metric == Metric::Cosine { TOL } else { 0.0 };
         let ctx = format!("{what}: dense exact q={q:?} filter={f:?} k={k}");
         compare_ranked(
             &ctx,
@@ -532,6 +569,7 @@ fn check_db(db: &Database, view: &View, g: &mut Gen, metric: Metric, what: &str)
             &dense_expected(m, metric, &q, &f),
             k,
             tol,
+            (metric == Metric::Dot).then_some(m),
         );
         check_fetched(&hits, m, fetch, &ctx);
     }
@@ -576,7 +614,14 @@ fn check_db(db: &Database, view: &View, g: &mut Gen, metric: Metric, what: &str)
             )
             .unwrap();
         let ctx = format!("{what}: sparse q={q:?} filter={f:?} k={k}");
-        compare_ranked(&ctx, &leg_hits(&hits), &sparse_expected(m, &q, &f), k, 0.0);
+        compare_ranked(
+            &ctx,
+            &leg_hits(&hits),
+            &sparse_expected(m, &q, &f),
+            k,
+            0.0,
+            Some(m),
+        );
         check_fetched(&hits, m, fetch, &ctx);
     }
     // BM25.
@@ -597,7 +642,7 @@ fn check_db(db: &Database, view: &View, g: &mut Gen, metric: Metric, what: &str)
         );
         check_fetched(&hits, m, fetch, &ctx);
         if view.text_clean {
-            compare_ranked(&ctx, &got, &want, k, TOL);
+            compare_ranked(&ctx, &got, &want, k, TOL, None);
         } else {
             // Deleted documents still count in the statistics: the matching set and the order.
             assert_eq!(got.len(), k.min(want.len()), "{ctx}: {got:?} vs {want:?}");
@@ -657,7 +702,7 @@ fn check_db(db: &Database, view: &View, g: &mut Gen, metric: Metric, what: &str)
                 })
                 .collect(),
         );
-        compare_ranked(&ctx, &leg_hits(&hits), &want, all, 1e-6);
+        compare_ranked(&ctx, &leg_hits(&hits), &want, all, 1e-6, None);
         for h in &hits {
             let got = leg_score(h, Leg::Colbert);
             let want = m.docs[&h.id].colbert.as_ref().map(|d| maxsim(&tokens, d));
