@@ -896,7 +896,12 @@ impl Harness<'_> {
         let db = self.db.as_ref().unwrap();
         let mut w = db.writer().unwrap();
         assert!(matches!(db.writer(), Err(Error::WriterBusy)));
-        let n = 1 + self.g.below(8);
+        // Now and then an empty batch: its commit changes nothing, not even the sequence.
+        let n = if self.g.chance(0.03) {
+            0
+        } else {
+            1 + self.g.below(8)
+        };
         let mut ops: Vec<Op> = Vec::new();
         let mut ids = BTreeSet::new();
         for _ in 0..n {
@@ -942,6 +947,7 @@ impl Harness<'_> {
                     .or_insert(1);
             }
         }
+        assert_eq!(w.is_empty(), ops.is_empty());
         if self.g.chance(0.85) {
             let t0 = Instant::now();
             let info = w.commit().unwrap();
