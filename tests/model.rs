@@ -28,6 +28,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -983,13 +984,13 @@ impl Harness<'_> {
             }
             65..=71 => {
                 self.log("checkpoint".into());
-                self.db().checkpoint().unwrap();
+                self.maintain(|db| db.checkpoint().unwrap());
                 self.count("checkpoint");
                 self.check("after checkpoint");
             }
             72..=78 => {
                 self.log("compact".into());
-                self.db().compact().unwrap();
+                self.maintain(|db| db.compact().unwrap());
                 self.view.text_clean = true;
                 self.count("compact");
                 self.check("after compact");
@@ -1048,6 +1049,42 @@ impl Harness<'_> {
             self.reopen(true);
             self.check("after verify");
         }
+    }
+
+    /// Runs a checkpoint or compaction, now and then with another thread searching the same
+    /// handle meanwhile: what is committed does not change, so every answer must be the
+    /// model's, whether the search's snapshot is older than the maintenance or not.
+    fn maintain(&mut self, op: impl FnOnce(&Database)) {
+        let db = self.db.as_ref().unwrap();
+        if !self.g.chance(0.3) {
+            return op(db);
+        }
+        let (view, metric, step) = (&self.view, self.cfg.metric, self.step);
+        let mut g = Gen {
+            rng: Rng::new(self.g.rng.next_u64()),
+            pool: self.g.pool,
+        };
+        let done = AtomicBool::new(false);
+        let rounds = std::thread::scope(|s| {
+            let searches = s.spawn(|| {
+                let mut rounds = 0;
+                loop {
+                    let last = done.load(Ordering::SeqCst);
+                    let what = format!("step {step} (search racing maintenance, round {rounds})");
+                    check_db(db, view, &mut g, metric, &what);
+                    rounds += 1;
+                    if last {
+                        return rounds;
+                    }
+                }
+            });
+            op(db);
+            done.store(true, Ordering::SeqCst);
+            searches
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        });
+        *self.stats.entry("racing search rounds").or_default() += rounds;
     }
 
     /// Closes the database, lets a child process open it and commit a few batches (then
