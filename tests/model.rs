@@ -866,10 +866,6 @@ impl Harness<'_> {
         *self.stats.entry(what).or_default() += 1;
     }
 
-    fn db(&self) -> &Database {
-        self.db.as_ref().unwrap()
-    }
-
     fn check(&mut self, what: &str) {
         let started = Instant::now();
         let what = format!("step {} ({what})", self.step);
