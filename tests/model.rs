@@ -1354,20 +1354,14 @@ fn run_reporting(cfg: Config) {
             started.elapsed().as_secs_f64()
         ),
         Err(panic) => {
+            let env = format!(
+                "MODEL_SEED={} MODEL_STEPS={} MODEL_CRASHES={} MODEL_POOL={} MODEL_VERIFY_EVERY={}",
+                cfg.seed, cfg.steps, cfg.crashes, cfg.pool, cfg.verify_every
+            );
             eprintln!(
-                "\n{} FAILED with MODEL_SEED={} MODEL_STEPS={} MODEL_CRASHES={} MODEL_POOL={}; \
-                 replay: MODEL_SEED={} MODEL_STEPS={} MODEL_CRASHES={} MODEL_POOL={} cargo test \
-                 --features failpoints --test model -- --exact {}\nlast steps:",
-                cfg.name,
-                cfg.seed,
-                cfg.steps,
-                cfg.crashes,
-                cfg.pool,
-                cfg.seed,
-                cfg.steps,
-                cfg.crashes,
-                cfg.pool,
-                cfg.name
+                "\n{} FAILED with {env}; replay: {env} cargo test --features failpoints --test \
+                 model -- --exact {}\nlast steps:",
+                cfg.name, cfg.name
             );
             for line in trace.borrow().iter() {
                 eprintln!("  {line}");
