@@ -1150,7 +1150,7 @@ impl Harness<'_> {
         let spawned = Instant::now();
         let mut lines = Vec::new();
         let mut opened_at = None;
-        if !early {
+        if !early && failpoint.is_none() {
             while let Ok((at, line)) = rx.recv_timeout(Duration::from_secs(60)) {
                 let opened = line == "opened";
                 lines.push((at, line));
@@ -1165,6 +1165,9 @@ impl Harness<'_> {
         if failpoint.is_some() {
             // Until it aborts (its output closes) or has run the whole plan.
             while let Ok((at, line)) = rx.recv_timeout(Duration::from_secs(60)) {
+                if line == "opened" {
+                    opened_at = Some(at);
+                }
                 let done = line == "done";
                 lines.push((at, line));
                 if done {
