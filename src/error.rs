@@ -22,6 +22,13 @@ pub enum Error {
     /// Another [`Writer`](crate::Writer) of this database is still open.
     #[error("another writer of this database is still open")]
     WriterBusy,
+    /// The store was left unclean by a writer that stopped without closing it (a crash, a
+    /// kill), and a read-only open cannot recover it: one read-write open does.
+    #[error(
+        "database {0} was not closed by its last writer (it crashed or was killed); open it \
+         read-write once to recover it"
+    )]
+    NotRecovered(PathBuf),
     /// The database was opened read-only.
     #[error("the database was opened read-only")]
     ReadOnly,

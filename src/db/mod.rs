@@ -166,8 +166,10 @@ impl Database {
     /// process. The handle sees the last commit made before it opened (open again to see
     /// later ones); `writer`, `checkpoint` and `compact` return [`Error::ReadOnly`]. Opening
     /// waits (up to a few seconds) while a writer is between its store commit and its text
-    /// index commit or is replacing index files, and fails if the text index stays behind
-    /// the store, as after a writer died mid-commit: a read-write open recovers it.
+    /// index commit or is replacing index files; a text index that stays behind the store, as
+    /// after a writer died mid-commit, is reported in [`Stats::lagging`] and the other legs
+    /// answer. A store whose writer died without closing it is [`Error::NotRecovered`] until a
+    /// read-write open recovers it.
     pub fn open_read_only(path: impl AsRef<Path>) -> Result<Database> {
         let path = path.as_ref();
         if !path.join(STORE_FILE).exists() {
@@ -183,11 +185,10 @@ impl Database {
             match Self::open_locked(path, None, None, lag_ok) {
                 Ok(Some(db)) => return Ok(db),
                 Ok(None) => last = None,
-                // redb's read transactions are consistent: damage there is not a writer at work.
-                Err(e @ Error::Corrupted { .. }) if matches!(&e, Error::Corrupted { path, .. } if path.ends_with(STORE_FILE)) =>
-                {
-                    return Err(e);
-                }
+                // Damage in the store, or a store its dead writer left unclean: retrying
+                // cannot help (redb's read transactions are consistent).
+                Err(e @ Error::NotRecovered(_)) => return Err(e),
+                Err(e @ Error::Corrupted { .. }) if names_store(&e) => return Err(e),
                 Err(e) => last = Some(e),
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
@@ -803,6 +804,9 @@ fn open_store_read_only(path: &Path) -> Result<redb::ReadOnlyDatabase> {
     let opened = std::panic::catch_unwind(|| store::builder().open_read_only(path));
     match opened {
         Ok(Ok(db)) => Ok(db),
+        Ok(Err(redb::DatabaseError::RepairAborted)) => Err(Error::NotRecovered(
+            path.parent().unwrap_or(path).to_path_buf(),
+        )),
         Ok(Err(e)) => Err(store_open_error(path, e)),
         Err(_) => Err(Error::corrupted(
             path,
@@ -858,6 +862,11 @@ fn at_store(e: Error, path: &Path) -> Error {
         Error::Corrupted { reason, .. } | Error::Store(reason) => Error::corrupted(path, reason),
         other => other,
     }
+}
+
+/// Whether `e` is damage found in the store file.
+fn names_store(e: &Error) -> bool {
+    matches!(e, Error::Corrupted { path, .. } if path.ends_with(STORE_FILE))
 }
 
 /// A redb error on open: damage is `Corrupted` naming the file.
