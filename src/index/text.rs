@@ -10,7 +10,7 @@
 //! terms in a fixed order, so that scores depend on the live documents alone: not on how tantivy
 //! split them into segments, nor on which deleted documents its merges have dropped yet.
 
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -561,9 +561,9 @@ pub fn search(
     for reader in searcher.segment_readers() {
         let docnums = reader.fast_fields().u64(DOCNUM)?;
         let alive = reader.alive_bitset();
-        // One term: tantivy's score is that term's, as computed here.
+        // Up to two terms, tantivy's sum is this one: a + b == b + a in floating point.
         let mut exact = match terms.len() {
-            1 => None,
+            1 | 2 => None,
             _ => Some(Rescorer::new(reader, &fields, &terms, &weights)?),
         };
         let mut failed = None;
@@ -725,6 +725,10 @@ fn live_doc_freq(
     let Some(alive) = reader.alive_bitset().filter(|_| segment.deleted > 0) else {
         return Ok(df);
     };
+    let dead_cache = || segment.dead.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(&dead) = dead_cache().get(term) {
+        return Ok(df.saturating_sub(dead));
+    }
     let mut postings = inverted
         .read_postings_from_terminfo(&info, IndexRecordOption::Basic)
         .map_err(TantivyError::from)?;
@@ -750,8 +754,15 @@ fn live_doc_freq(
             }
         }
     }
+    let mut cache = dead_cache();
+    if cache.len() < SegmentStats::DEAD_CACHED {
+        cache.insert(term.clone(), dead);
+    }
     Ok(df.saturating_sub(dead))
 }
+
+/// A segment and its count of deleted documents.
+type SegmentKey = (SegmentId, u32);
 
 /// What the statistics need of one segment: its live `body` tokens, and its deleted documents
 /// (how many, and which when few).
@@ -762,18 +773,22 @@ struct SegmentStats {
     live_tokens: u64,
     deleted: u32,
     deleted_docs: Option<Vec<DocId>>,
+    /// Per term seen in a query, how many of the deleted documents hold it.
+    dead: Mutex<HashMap<Term, u64>>,
 }
 
 impl SegmentStats {
     /// Deleted-document lists above this length are not kept.
     const MAX_LISTED: usize = 1 << 14;
     /// Segments kept in the cache.
-    const CACHED: usize = 256;
+    const CACHED: usize = 128;
+    /// Terms whose deleted-document count is kept, per segment.
+    const DEAD_CACHED: usize = 1 << 12;
 
     /// Computed once per segment and delete count (deletes only grow, so the pair names one
     /// set of live documents) and kept in a small process-wide cache.
     fn of(reader: &SegmentReader, fields: &Fields) -> Result<Arc<SegmentStats>> {
-        static CACHE: Mutex<Vec<((SegmentId, u32), Arc<SegmentStats>)>> = Mutex::new(Vec::new());
+        static CACHE: Mutex<Vec<(SegmentKey, Arc<SegmentStats>)>> = Mutex::new(Vec::new());
         let lock = || CACHE.lock().unwrap_or_else(|p| p.into_inner());
         let deleted = reader.num_deleted_docs();
         let key = (reader.segment_id(), deleted);
@@ -808,6 +823,7 @@ impl SegmentStats {
             live_tokens,
             deleted,
             deleted_docs,
+            dead: Mutex::default(),
         });
         let mut cache = lock();
         if cache.len() >= Self::CACHED {
@@ -1149,6 +1165,111 @@ mod tests {
             for (got, want) in hits.iter().zip(want) {
                 assert_eq!(got.0, want.0);
                 assert!((got.1 as f64 - want.1).abs() < 1e-4, "{got:?} {want:?}");
+            }
+        }
+    }
+
+    /// `n` texts of 2 to 80 words over a small vocabulary, some long enough for lossy norms.
+    fn texts(n: usize) -> Vec<String> {
+        let mut x = 7u64;
+        let mut next = move |m: u64| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 33) % m
+        };
+        (0..n)
+            .map(|_| {
+                let len = 2 + next(80);
+                let words: Vec<String> = (0..len)
+                    .map(|_| format!("w{}", next(8) * next(8)))
+                    .collect();
+                words.join(" ")
+            })
+            .collect()
+    }
+
+    const QUERIES: [&str; 5] = [
+        "w0",
+        "w1 w2",
+        "w1 w4 w9",
+        "w0 w6 w12 w25",
+        "w3 w7 w16 w35 w49",
+    ];
+
+    /// Every query's hits as `(docnum, score bits)`.
+    fn scores(idx: &TextIndex) -> Vec<Vec<(u64, u32)>> {
+        let s = idx.searcher();
+        let hits = |q| search(&s, q, 30, None).unwrap();
+        QUERIES
+            .iter()
+            .map(|q| hits(q).into_iter().map(|(d, x)| (d, x.to_bits())).collect())
+            .collect()
+    }
+
+    #[test]
+    fn scores_count_only_live_documents() {
+        let texts = texts(3000);
+        let docs: Vec<_> = (0..).zip(&texts).map(|(d, t)| doc(d, t, NULL)).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let mut idx = TextIndex::open(dir.path(), Analyzer::Default, true).unwrap();
+        idx.apply(&docs[..2000], &[], 1, 2000).unwrap();
+        idx.apply(&docs[2000..], &[], 2, 3000).unwrap();
+        idx.settle().unwrap();
+        // A few deletes (looked up one by one in the postings), then many (postings read whole).
+        for (seq, every) in [(3, 301), (4, 7)] {
+            let deletes: Vec<u64> = (0..3000).step_by(every).collect();
+            idx.apply(&[], &deletes, seq, 3000).unwrap();
+            let live: Vec<_> = (0..3000)
+                .filter(|d| d % 301 != 0 && (seq == 3 || d % 7 != 0))
+                .map(|d| doc(d, &texts[d as usize], NULL))
+                .collect();
+            let other = tempfile::tempdir().unwrap();
+            let mut fresh = TextIndex::open(other.path(), Analyzer::Default, true).unwrap();
+            fresh.apply(&live, &[], 1, 3000).unwrap();
+            let want = scores(&fresh);
+            assert!(want.iter().all(|hits| hits.len() == 30));
+            assert_eq!(scores(&idx), want, "deleted every {every}th");
+            // Twice: the second time from the cached counts.
+            assert_eq!(scores(&idx), want);
+        }
+    }
+
+    #[test]
+    fn an_index_without_token_counts_still_searches() {
+        // The schema of indexes made before `tokens` was added.
+        let mut b = Schema::builder();
+        b.add_u64_field(DOCNUM, NumericOptions::default().set_indexed().set_fast());
+        let body = TextFieldIndexing::default()
+            .set_tokenizer(Analyzer::Default.tokenizer_name())
+            .set_index_option(IndexRecordOption::WithFreqs);
+        b.add_text_field(BODY, TextOptions::default().set_indexing_options(body));
+        let meta = TextFieldIndexing::default().set_tokenizer(META_TOKENIZER);
+        b.add_json_field(
+            META,
+            JsonObjectOptions::default().set_indexing_options(meta),
+        );
+        let old_dir = tempfile::tempdir().unwrap();
+        Index::create_in_dir(old_dir.path(), b.build()).unwrap();
+        let texts = texts(1000);
+        let docs: Vec<_> = (0..).zip(&texts).map(|(d, t)| doc(d, t, NULL)).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let mut old = TextIndex::open(old_dir.path(), Analyzer::HangulBigram, true).unwrap();
+        assert!(old.fields.tokens.is_none() && old.analyzer() == Analyzer::Default);
+        let mut new = TextIndex::open(dir.path(), Analyzer::Default, true).unwrap();
+        for idx in [&mut old, &mut new] {
+            idx.apply(&docs, &[], 1, 1000).unwrap();
+        }
+        assert_eq!(scores(&old), scores(&new));
+        // With deletes the old index estimates the live length from quantized lengths.
+        let deletes: Vec<u64> = (0..1000).step_by(9).collect();
+        for idx in [&mut old, &mut new] {
+            idx.apply(&[], &deletes, 2, 1000).unwrap();
+        }
+        for (a, b) in scores(&old).into_iter().zip(scores(&new)) {
+            for (a, b) in a.into_iter().zip(b) {
+                let (a, b) = (f32::from_bits(a.1), f32::from_bits(b.1));
+                assert!((a - b).abs() <= 0.01 * b, "{a} {b}");
             }
         }
     }
