@@ -491,7 +491,9 @@ impl Database {
     }
 
     /// Rebuilds the HNSW graph without deleted documents, merges the text index's segments and
-    /// forgets tombstones every index has applied.
+    /// forgets tombstones every index has applied. Deleted documents never weigh on BM25 scores
+    /// (its statistics count live documents); until merged away, which happens in the background
+    /// for a text segment over a fifth deleted, they cost space and search time.
     pub fn compact(&self) -> Result<()> {
         if self.inner.read_only {
             return Err(Error::ReadOnly);

@@ -5,13 +5,24 @@
 //! database how far the index has caught up with its write log. Two analyzers are offered: tantivy's
 //! default word tokenizer and a Hangul-bigram tokenizer for Korean; the chosen one is persisted
 //! by name in the tantivy schema and re-registered on every open.
+//!
+//! BM25 statistics count live documents only, and a document's score is summed over the query's
+//! terms in a fixed order, so that scores depend on the live documents alone: not on how tantivy
+//! split them into segments, nor on which deleted documents its merges have dropped yet.
 
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 
+use tantivy::fieldnorm::FieldNormReader;
+use tantivy::index::SegmentId;
 use tantivy::indexer::LogMergePolicy;
-use tantivy::query::{AllQuery, BooleanQuery, EnableScoring, Occur, Query, TermQuery};
+use tantivy::postings::{Postings, SegmentPostings};
+use tantivy::query::{
+    AllQuery, Bm25StatisticsProvider, Bm25Weight, BooleanQuery, EnableScoring, Occur, Query,
+    TermQuery,
+};
 use tantivy::schema::{
     Field, FieldType, IndexRecordOption, JsonObjectOptions, NumericOptions, Schema,
     TextFieldIndexing, TextOptions,
@@ -20,8 +31,8 @@ use tantivy::tokenizer::{
     LowerCaser, RemoveLongFilter, SimpleTokenizer, TextAnalyzer, Token, TokenStream, Tokenizer,
 };
 use tantivy::{
-    Index, IndexReader, IndexWriter, ReloadPolicy, Score, Searcher, TantivyDocument, TantivyError,
-    Term,
+    DocId, DocSet as _, Index, IndexReader, IndexWriter, InvertedIndexReader, ReloadPolicy, Score,
+    Searcher, SegmentReader, TERMINATED, TantivyDocument, TantivyError, Term,
 };
 
 use crate::docset::DocSet;
@@ -30,12 +41,16 @@ use crate::error::{Error, Result};
 const DOCNUM: &str = "docnum";
 const BODY: &str = "body";
 const META: &str = "meta";
+/// Per document, the number of `body` tokens (what tantivy counts in its statistics).
+const TOKENS: &str = "tokens";
 /// Tokenizer for metadata strings: the whole string is one term (exact match).
 const META_TOKENIZER: &str = "raw";
 /// Memory budget of the IndexWriter, shared by its indexing threads (tantivy needs >= 15 MB each).
 const WRITER_HEAP: usize = 50_000_000;
 /// Tokens longer than this many bytes are dropped, as tantivy's default analyzer does.
 const MAX_TOKEN_BYTES: usize = 40;
+/// A segment whose deleted share passes this is merged in the background, dropping them.
+const DELETED_SHARE_BEFORE_MERGE: f32 = 0.2;
 
 /// How `body` text is split into terms. (Serialized by variant index: keep the order.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -297,8 +312,13 @@ impl TextIndex {
         next_doc: u64,
     ) -> Result<()> {
         let Fields {
-            docnum, body, meta, ..
+            docnum,
+            body,
+            meta,
+            tokens,
+            analyzer,
         } = self.fields;
+        let mut analyzer = analyzer.text_analyzer();
         self.write(seq, next_doc, |writer| {
             for &d in deletes {
                 writer.delete_term(Term::from_field_u64(docnum, d));
@@ -306,7 +326,13 @@ impl TextIndex {
             for doc in adds {
                 let mut tdoc = TantivyDocument::new();
                 tdoc.add_u64(docnum, doc.docnum);
-                tdoc.add_text(body, format!("{}\n{}", doc.title, doc.text));
+                let text = format!("{}\n{}", doc.title, doc.text);
+                if let Some(tokens) = tokens {
+                    let mut n = 0u64;
+                    analyzer.token_stream(&text).process(&mut |_| n += 1);
+                    tdoc.add_u64(tokens, n);
+                }
+                tdoc.add_text(body, text);
                 // Only objects have paths to filter on; other metadata is not indexed.
                 if doc.metadata.is_object() {
                     tdoc.add_field_value(meta, doc.metadata);
@@ -400,12 +426,16 @@ impl TextIndex {
 /// A writer whose merge policy keeps the segment count logarithmic: tantivy merges, in the
 /// background, any two segments of one size level (the default waits for eight). A level spans
 /// a factor of two in documents (the default, 2^0.75), and every segment under 10,000
-/// documents is on the lowest level. Each commit writes up to one segment per indexing thread.
+/// documents is on the lowest level. A level holding a segment with more than a fifth of its
+/// documents deleted is merged too, even alone, which drops them (they do not weigh on scores,
+/// but still cost space and search time). Each commit writes up to one segment per indexing
+/// thread.
 fn new_writer(index: &Index, dir: &Path) -> Result<IndexWriter> {
     let writer: IndexWriter = index.writer(WRITER_HEAP).map_err(|e| lock_error(e, dir))?;
     let mut policy = LogMergePolicy::default();
     policy.set_min_num_segments(2);
     policy.set_level_log_size(1.0);
+    policy.set_del_docs_ratio_before_merge(DELETED_SHARE_BEFORE_MERGE);
     writer.set_merge_policy(Box::new(policy));
     Ok(writer)
 }
@@ -420,6 +450,7 @@ fn lock_error(e: TantivyError, dir: &Path) -> Error {
 fn build_schema(analyzer: Analyzer) -> Schema {
     let mut b = Schema::builder();
     b.add_u64_field(DOCNUM, NumericOptions::default().set_indexed().set_fast());
+    b.add_u64_field(TOKENS, NumericOptions::default().set_fast());
     let body = TextFieldIndexing::default()
         .set_tokenizer(analyzer.tokenizer_name())
         .set_index_option(IndexRecordOption::WithFreqs);
@@ -439,6 +470,8 @@ struct Fields {
     docnum: Field,
     body: Field,
     meta: Field,
+    /// Absent in indexes made before it was added.
+    tokens: Option<Field>,
     analyzer: Analyzer,
 }
 
@@ -456,6 +489,7 @@ impl Fields {
                 docnum,
                 body,
                 meta,
+                tokens: field(TOKENS),
                 analyzer,
             }),
             _ => Err(Error::Text("the text index schema is not hybridb's".into())),
@@ -465,18 +499,20 @@ impl Fields {
 
 /// BM25 top-`k`: `query` is analyzed with the index's own analyzer (read from the schema) and
 /// every term becomes a SHOULD clause, so a document's score is the sum of its terms' BM25
-/// scores (k1 = 1.2, b = 0.75). A term repeated in the query counts once. Only documents in
-/// `allow` are considered when it is given. Returns `(docnum, score)`, best first, ties by
-/// smaller docnum; a query without terms gives nothing.
+/// scores (k1 = 1.2, b = 0.75, tantivy's idf and quantized field lengths), added in the terms'
+/// sorted order. The statistics (document count, average length, document frequencies) count
+/// live documents only. A term repeated in the query counts once. Only documents in `allow` are
+/// considered when it is given. Returns `(docnum, score)`, best first, ties by smaller docnum; a
+/// query without terms gives nothing.
 pub fn search(
     searcher: &Searcher,
     query: &str,
     k: usize,
     allow: Option<&DocSet>,
 ) -> Result<Vec<(u64, f32)>> {
-    let Fields { body, analyzer, .. } = Fields::of(searcher.schema())?;
+    let fields = Fields::of(searcher.schema())?;
     let mut terms: Vec<String> = Vec::new();
-    let mut analyzer = analyzer.text_analyzer();
+    let mut analyzer = fields.analyzer.text_analyzer();
     let mut stream = analyzer.token_stream(query);
     stream.process(&mut |t| terms.push(t.text.clone()));
     // Deduplicated: on korquad-v1-dev, keeping repeats changed recall by at most 3 of 3316 queries.
@@ -485,15 +521,39 @@ pub fn search(
     if terms.is_empty() || k == 0 || allow.is_some_and(DocSet::is_empty) {
         return Ok(Vec::new());
     }
+    let terms: Vec<Term> = terms
+        .iter()
+        .map(|t| Term::from_field_text(fields.body, t))
+        .collect();
+    let stats = LiveStats::new(searcher, &fields, &terms)?;
+    if stats.docs == 0 {
+        return Ok(Vec::new());
+    }
+    let weights = terms
+        .iter()
+        .map(|t| Bm25Weight::for_terms(&stats, std::slice::from_ref(t)))
+        .collect::<tantivy::Result<Vec<_>>>()?;
     let clauses: Vec<(Occur, Box<dyn Query>)> = terms
         .iter()
         .map(|t| {
-            let q = TermQuery::new(Term::from_field_text(body, t), IndexRecordOption::WithFreqs);
+            let q = TermQuery::new(t.clone(), IndexRecordOption::WithFreqs);
             (Occur::Should, Box::new(q) as Box<dyn Query>)
         })
         .collect();
-    let weight =
-        BooleanQuery::new(clauses).weight(EnableScoring::enabled_from_searcher(searcher))?;
+    let scoring = EnableScoring::enabled_from_statistics_provider(&stats, searcher);
+    let weight = BooleanQuery::new(clauses).weight(scoring)?;
+    // tantivy adds a document's term scores in an order that depends on the segment layout; a
+    // sum of n non-negative terms in two orders differs by under 2(n-1) ulps of it. The bar
+    // given to tantivy is lowered by more than that, so that no document is skipped whose own
+    // score reaches the k-th best.
+    let slack = 1.0 - 4.0 * terms.len() as Score * Score::EPSILON;
+    let bar = |threshold: Score| {
+        if threshold > 0.0 {
+            threshold * slack
+        } else {
+            threshold
+        }
+    };
     let mut top = TopK {
         k,
         heap: BinaryHeap::with_capacity(k.min(1 << 16) + 1),
@@ -501,21 +561,277 @@ pub fn search(
     for reader in searcher.segment_readers() {
         let docnums = reader.fast_fields().u64(DOCNUM)?;
         let alive = reader.alive_bitset();
-        let mut threshold = top.threshold();
+        // Up to two terms, tantivy's sum is this one: a + b == b + a in floating point.
+        let mut exact = match terms.len() {
+            1 | 2 => None,
+            _ => Some(Rescorer::new(reader, &fields, &terms, &weights)?),
+        };
+        let mut failed = None;
+        let mut threshold = bar(top.threshold());
         // Pruning lets tantivy skip blocks (block-max WAND) that cannot beat the threshold.
         weight.for_each_pruning(threshold, reader, &mut |doc, score| {
             if alive.is_none_or(|a| a.is_alive(doc))
                 && let Some(docnum) = docnums.first(doc)
                 && allow.is_none_or(|s| s.contains(docnum))
             {
-                threshold = top.offer(hit(score, docnum));
+                let score = match exact.as_mut().map(|e| e.score(doc)) {
+                    None => score,
+                    Some(Ok(score)) => score,
+                    Some(Err(e)) => {
+                        // Nothing more is offered: no score can pass.
+                        failed = Some(e);
+                        return Score::INFINITY;
+                    }
+                };
+                threshold = bar(top.offer(hit(score, docnum)));
             }
             threshold
         })?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
     }
     let mut hits = top.heap.into_vec();
     hits.sort_unstable();
     Ok(hits.into_iter().map(|h| (h.1, score_of(h))).collect())
+}
+
+/// Scores a segment's documents, in increasing order, as the sum of their terms' BM25 scores in
+/// the query's term order.
+struct Rescorer<'a> {
+    weights: &'a [Bm25Weight],
+    /// Each term's postings in the segment (`None`: not there), positioned at or before the
+    /// document scored last.
+    postings: Vec<Option<SegmentPostings>>,
+    norms: FieldNormReader,
+    inverted: Arc<InvertedIndexReader>,
+    terms: &'a [Term],
+    last: DocId,
+}
+
+impl<'a> Rescorer<'a> {
+    fn new(
+        reader: &SegmentReader,
+        fields: &Fields,
+        terms: &'a [Term],
+        weights: &'a [Bm25Weight],
+    ) -> Result<Rescorer<'a>> {
+        let inverted = reader.inverted_index(fields.body)?;
+        let mut rescorer = Rescorer {
+            weights,
+            postings: Vec::new(),
+            norms: reader.get_fieldnorms_reader(fields.body)?,
+            inverted,
+            terms,
+            last: 0,
+        };
+        rescorer.rewind()?;
+        Ok(rescorer)
+    }
+
+    fn rewind(&mut self) -> Result<()> {
+        self.postings = self
+            .terms
+            .iter()
+            .map(|t| self.inverted.read_postings(t, IndexRecordOption::WithFreqs))
+            .collect::<std::io::Result<_>>()
+            .map_err(TantivyError::from)?;
+        self.last = 0;
+        Ok(())
+    }
+
+    fn score(&mut self, doc: DocId) -> Result<Score> {
+        if doc < self.last {
+            // tantivy offers documents in increasing order; this is only a safeguard.
+            self.rewind()?;
+        }
+        self.last = doc;
+        let norm = self.norms.fieldnorm_id(doc);
+        let mut sum: Score = 0.0;
+        for (postings, weight) in self.postings.iter_mut().zip(self.weights) {
+            if let Some(p) = postings {
+                if p.doc() < doc {
+                    p.seek(doc);
+                }
+                if p.doc() == doc {
+                    sum += weight.score(norm, p.term_freq());
+                }
+            }
+        }
+        Ok(sum)
+    }
+}
+
+/// BM25 statistics over the live documents of a searcher, for the terms of one query.
+struct LiveStats {
+    docs: u64,
+    tokens: u64,
+    doc_freqs: Vec<(Term, u64)>,
+}
+
+impl LiveStats {
+    fn new(searcher: &Searcher, fields: &Fields, terms: &[Term]) -> Result<LiveStats> {
+        let (mut docs, mut tokens) = (0u64, 0u64);
+        let mut doc_freqs: Vec<(Term, u64)> = terms.iter().map(|t| (t.clone(), 0)).collect();
+        for reader in searcher.segment_readers() {
+            let inverted = reader.inverted_index(fields.body)?;
+            let segment = SegmentStats::of(reader, fields)?;
+            docs += u64::from(reader.num_docs());
+            tokens += segment.live_tokens;
+            for (term, df) in &mut doc_freqs {
+                *df += live_doc_freq(reader, &inverted, term, &segment)?;
+            }
+        }
+        for (_, df) in &mut doc_freqs {
+            *df = (*df).min(docs);
+        }
+        Ok(LiveStats {
+            docs,
+            tokens,
+            doc_freqs,
+        })
+    }
+}
+
+impl Bm25StatisticsProvider for LiveStats {
+    fn total_num_tokens(&self, _field: Field) -> tantivy::Result<u64> {
+        Ok(self.tokens)
+    }
+
+    fn total_num_docs(&self) -> tantivy::Result<u64> {
+        Ok(self.docs)
+    }
+
+    fn doc_freq(&self, term: &Term) -> tantivy::Result<u64> {
+        match self.doc_freqs.iter().find(|(t, _)| t == term) {
+            Some(&(_, df)) => Ok(df),
+            None => Err(TantivyError::InternalError(format!(
+                "no statistics for {term:?}"
+            ))),
+        }
+    }
+}
+
+/// The live documents of a segment holding `term`.
+fn live_doc_freq(
+    reader: &SegmentReader,
+    inverted: &InvertedIndexReader,
+    term: &Term,
+    segment: &SegmentStats,
+) -> Result<u64> {
+    let info = inverted.get_term_info(term).map_err(TantivyError::from)?;
+    let Some(info) = info else { return Ok(0) };
+    let df = u64::from(info.doc_freq);
+    let Some(alive) = reader.alive_bitset().filter(|_| segment.deleted > 0) else {
+        return Ok(df);
+    };
+    let dead_cache = || segment.dead.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(&dead) = dead_cache().get(term) {
+        return Ok(df.saturating_sub(dead));
+    }
+    let mut postings = inverted
+        .read_postings_from_terminfo(&info, IndexRecordOption::Basic)
+        .map_err(TantivyError::from)?;
+    let mut dead = 0u64;
+    match &segment.deleted_docs {
+        // Few deletes: look each up (a skip to its block) rather than read every posting.
+        Some(docs) if docs.len() as u64 * 32 < df => {
+            for &d in docs {
+                if postings.doc() < d {
+                    postings.seek(d);
+                }
+                if postings.doc() == TERMINATED {
+                    break;
+                }
+                dead += u64::from(postings.doc() == d);
+            }
+        }
+        _ => {
+            let mut doc = postings.doc();
+            while doc != TERMINATED {
+                dead += u64::from(alive.is_deleted(doc));
+                doc = postings.advance();
+            }
+        }
+    }
+    let mut cache = dead_cache();
+    if cache.len() < SegmentStats::DEAD_CACHED {
+        cache.insert(term.clone(), dead);
+    }
+    Ok(df.saturating_sub(dead))
+}
+
+/// A segment and its count of deleted documents.
+type SegmentKey = (SegmentId, u32);
+
+/// What the statistics need of one segment: its live `body` tokens, and its deleted documents
+/// (how many, and which when few).
+#[derive(Default)]
+struct SegmentStats {
+    /// Summed from the per-document counts: tantivy's own total is only estimated (from
+    /// quantized lengths) for a segment merged from ones with deletes.
+    live_tokens: u64,
+    deleted: u32,
+    deleted_docs: Option<Vec<DocId>>,
+    /// Per term seen in a query, how many of the deleted documents hold it.
+    dead: Mutex<HashMap<Term, u64>>,
+}
+
+impl SegmentStats {
+    /// Deleted-document lists above this length are not kept.
+    const MAX_LISTED: usize = 1 << 14;
+    /// Segments kept in the cache.
+    const CACHED: usize = 128;
+    /// Terms whose deleted-document count is kept, per segment.
+    const DEAD_CACHED: usize = 1 << 12;
+
+    /// Computed once per segment and delete count (deletes only grow, so the pair names one
+    /// set of live documents) and kept in a small process-wide cache.
+    fn of(reader: &SegmentReader, fields: &Fields) -> Result<Arc<SegmentStats>> {
+        static CACHE: Mutex<Vec<(SegmentKey, Arc<SegmentStats>)>> = Mutex::new(Vec::new());
+        let lock = || CACHE.lock().unwrap_or_else(|p| p.into_inner());
+        let deleted = reader.num_deleted_docs();
+        let key = (reader.segment_id(), deleted);
+        if let Some((_, stats)) = lock().iter().find(|(k, _)| *k == key) {
+            return Ok(stats.clone());
+        }
+        let alive = reader.alive_bitset().filter(|_| deleted > 0);
+        let is_deleted = |d: DocId| alive.is_some_and(|a| a.is_deleted(d));
+        let live_tokens = match fields.tokens {
+            Some(_) => {
+                let column = reader.fast_fields().u64(TOKENS)?;
+                (0..reader.max_doc())
+                    .filter(|&d| !is_deleted(d))
+                    .map(|d| column.first(d).unwrap_or(0))
+                    .sum()
+            }
+            // An index made before token counts were kept: deleted documents' quantized
+            // lengths are taken off tantivy's total.
+            None => {
+                let norms = reader.get_fieldnorms_reader(fields.body)?;
+                let gone: u64 = (0..reader.max_doc())
+                    .filter(|&d| is_deleted(d))
+                    .map(|d| u64::from(norms.fieldnorm(d)))
+                    .sum();
+                let total = reader.inverted_index(fields.body)?.total_num_tokens();
+                total.saturating_sub(gone)
+            }
+        };
+        let deleted_docs = (deleted > 0 && deleted as usize <= Self::MAX_LISTED)
+            .then(|| (0..reader.max_doc()).filter(|&d| is_deleted(d)).collect());
+        let stats = Arc::new(SegmentStats {
+            live_tokens,
+            deleted,
+            deleted_docs,
+            dead: Mutex::default(),
+        });
+        let mut cache = lock();
+        if cache.len() >= Self::CACHED {
+            cache.remove(0);
+        }
+        cache.push((key, stats.clone()));
+        Ok(stats)
+    }
 }
 
 /// The docnum of every live document in `searcher`'s segments, in index order.
@@ -849,6 +1165,111 @@ mod tests {
             for (got, want) in hits.iter().zip(want) {
                 assert_eq!(got.0, want.0);
                 assert!((got.1 as f64 - want.1).abs() < 1e-4, "{got:?} {want:?}");
+            }
+        }
+    }
+
+    /// `n` texts of 2 to 80 words over a small vocabulary, some long enough for lossy norms.
+    fn texts(n: usize) -> Vec<String> {
+        let mut x = 7u64;
+        let mut next = move |m: u64| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 33) % m
+        };
+        (0..n)
+            .map(|_| {
+                let len = 2 + next(80);
+                let words: Vec<String> = (0..len)
+                    .map(|_| format!("w{}", next(8) * next(8)))
+                    .collect();
+                words.join(" ")
+            })
+            .collect()
+    }
+
+    const QUERIES: [&str; 5] = [
+        "w0",
+        "w1 w2",
+        "w1 w4 w9",
+        "w0 w6 w12 w25",
+        "w3 w7 w16 w35 w49",
+    ];
+
+    /// Every query's hits as `(docnum, score bits)`.
+    fn scores(idx: &TextIndex) -> Vec<Vec<(u64, u32)>> {
+        let s = idx.searcher();
+        let hits = |q| search(&s, q, 30, None).unwrap();
+        QUERIES
+            .iter()
+            .map(|q| hits(q).into_iter().map(|(d, x)| (d, x.to_bits())).collect())
+            .collect()
+    }
+
+    #[test]
+    fn scores_count_only_live_documents() {
+        let texts = texts(3000);
+        let docs: Vec<_> = (0..).zip(&texts).map(|(d, t)| doc(d, t, NULL)).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let mut idx = TextIndex::open(dir.path(), Analyzer::Default, true).unwrap();
+        idx.apply(&docs[..2000], &[], 1, 2000).unwrap();
+        idx.apply(&docs[2000..], &[], 2, 3000).unwrap();
+        idx.settle().unwrap();
+        // A few deletes (looked up one by one in the postings), then many (postings read whole).
+        for (seq, every) in [(3, 301), (4, 7)] {
+            let deletes: Vec<u64> = (0..3000).step_by(every).collect();
+            idx.apply(&[], &deletes, seq, 3000).unwrap();
+            let live: Vec<_> = (0..3000)
+                .filter(|d| d % 301 != 0 && (seq == 3 || d % 7 != 0))
+                .map(|d| doc(d, &texts[d as usize], NULL))
+                .collect();
+            let other = tempfile::tempdir().unwrap();
+            let mut fresh = TextIndex::open(other.path(), Analyzer::Default, true).unwrap();
+            fresh.apply(&live, &[], 1, 3000).unwrap();
+            let want = scores(&fresh);
+            assert!(want.iter().all(|hits| hits.len() == 30));
+            assert_eq!(scores(&idx), want, "deleted every {every}th");
+            // Twice: the second time from the cached counts.
+            assert_eq!(scores(&idx), want);
+        }
+    }
+
+    #[test]
+    fn an_index_without_token_counts_still_searches() {
+        // The schema of indexes made before `tokens` was added.
+        let mut b = Schema::builder();
+        b.add_u64_field(DOCNUM, NumericOptions::default().set_indexed().set_fast());
+        let body = TextFieldIndexing::default()
+            .set_tokenizer(Analyzer::Default.tokenizer_name())
+            .set_index_option(IndexRecordOption::WithFreqs);
+        b.add_text_field(BODY, TextOptions::default().set_indexing_options(body));
+        let meta = TextFieldIndexing::default().set_tokenizer(META_TOKENIZER);
+        b.add_json_field(
+            META,
+            JsonObjectOptions::default().set_indexing_options(meta),
+        );
+        let old_dir = tempfile::tempdir().unwrap();
+        Index::create_in_dir(old_dir.path(), b.build()).unwrap();
+        let texts = texts(1000);
+        let docs: Vec<_> = (0..).zip(&texts).map(|(d, t)| doc(d, t, NULL)).collect();
+        let dir = tempfile::tempdir().unwrap();
+        let mut old = TextIndex::open(old_dir.path(), Analyzer::HangulBigram, true).unwrap();
+        assert!(old.fields.tokens.is_none() && old.analyzer() == Analyzer::Default);
+        let mut new = TextIndex::open(dir.path(), Analyzer::Default, true).unwrap();
+        for idx in [&mut old, &mut new] {
+            idx.apply(&docs, &[], 1, 1000).unwrap();
+        }
+        assert_eq!(scores(&old), scores(&new));
+        // With deletes the old index estimates the live length from quantized lengths.
+        let deletes: Vec<u64> = (0..1000).step_by(9).collect();
+        for idx in [&mut old, &mut new] {
+            idx.apply(&[], &deletes, 2, 1000).unwrap();
+        }
+        for (a, b) in scores(&old).into_iter().zip(scores(&new)) {
+            for (a, b) in a.into_iter().zip(b) {
+                let (a, b) = (f32::from_bits(a.1), f32::from_bits(b.1));
+                assert!((a - b).abs() <= 0.01 * b, "{a} {b}");
             }
         }
     }
