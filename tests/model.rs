@@ -10,9 +10,7 @@
 //! Vector components are multiples of 1/8 (sparse weights of 1/16), so dot products, sparse
 //! scores and MaxSim are exact in f32: sparse and dot-metric dense results must equal the
 //! model's bit for bit, in the model's order (equal scores by document number); cosine scores
-//! and BM25 within 1e-5. BM25 scores are compared with tantivy's formula only while the text
-//! index holds no deleted documents (they weigh on its statistics until `compact`); otherwise
-//! the matching set and the order of scores are checked.
+//! and BM25 (tantivy's formula over the live documents) within 1e-5.
 //!
 //! `cargo test --test model` runs two seeds (cosine and dot metric) of 1,500 steps each.
 //! Environment: `MODEL_SEED`, `MODEL_STEPS`, `MODEL_CRASHES` (child crashes per run),
@@ -147,12 +145,10 @@ impl Model {
     }
 }
 
-/// The model's view of a database handle: its committed state, and whether its text index
-/// may hold deleted documents (then BM25 statistics are not the model's).
+/// The model's view of a database handle: its committed state.
 #[derive(Clone, Debug)]
 struct View {
     model: Model,
-    text_clean: bool,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -637,22 +633,10 @@ fn check_db(db: &Database, view: &View, g: &mut Gen, metric: Metric, what: &str)
             .unwrap();
         let want = bm25_expected(m, &t, &f);
         let got = leg_hits(&hits);
-        let ctx = format!(
-            "{what}: bm25 {t:?} filter={f:?} k={k} clean={}",
-            view.text_clean
-        );
+        let ctx = format!("{what}: bm25 {t:?} filter={f:?} k={k}");
         check_fetched(&hits, m, fetch, &ctx);
-        if view.text_clean {
-            compare_ranked(&ctx, &got, &want, k, TOL, None);
-        } else {
-            // Deleted documents still count in the statistics: the matching set and the order.
-            assert_eq!(got.len(), k.min(want.len()), "{ctx}: {got:?} vs {want:?}");
-            let ids: BTreeSet<&str> = want.iter().map(|(id, _)| id.as_str()).collect();
-            for (i, (id, s)) in got.iter().enumerate() {
-                assert!(ids.contains(id.as_str()), "{ctx}: {id} does not match");
-                assert!(*s > 0.0 && (i == 0 || got[i - 1].1 >= *s), "{ctx}: {got:?}");
-            }
-        }
+        // Deleted documents do not count in the statistics: the model's live set is the truth.
+        compare_ranked(&ctx, &got, &want, k, TOL, None);
     }
     // ColBERT rerank of every candidate, ordered by MaxSim alone.
     {
@@ -756,9 +740,7 @@ fn check_db(db: &Database, view: &View, g: &mut Gen, metric: Metric, what: &str)
             ] {
                 let got = leg_score(h, leg);
                 assert_eq!(got.is_some(), want.is_some(), "{ctx}: {} in {leg:?}", h.id);
-                if let (Some(s), Some(w)) = (got, want)
-                    && (leg != Leg::Bm25 || view.text_clean)
-                {
+                if let (Some(s), Some(w)) = (got, want) {
                     assert!(
                         close(s as f64, *w, tol),
                         "{ctx}: {} {leg:?} {s} vs {w}",
@@ -951,9 +933,6 @@ impl Harness<'_> {
                 "step {}: commit info",
                 self.step
             );
-            if removed > 0 {
-                self.view.text_clean = false;
-            }
             self.log(format!("commit seq {}", info.seq));
             self.count("commit");
         } else {
@@ -982,7 +961,6 @@ impl Harness<'_> {
             72..=78 => {
                 self.log("compact".into());
                 self.maintain(|db| db.compact().unwrap());
-                self.view.text_clean = true;
                 self.count("compact");
                 self.check("after compact");
             }
@@ -1196,9 +1174,7 @@ impl Harness<'_> {
         let mut views = vec![self.view.clone()];
         for b in &batches {
             let mut v = views.last().unwrap().clone();
-            if v.model.apply(b).1 > 0 {
-                v.text_clean = false;
-            }
+            v.model.apply(b);
             views.push(v);
         }
         let base = self.view.model.seq;
@@ -1264,9 +1240,6 @@ impl Harness<'_> {
             batches.len()
         );
         self.view = views.swap_remove((seq - base) as usize);
-        if done.is_some() && after == "compact" {
-            self.view.text_clean = true;
-        }
         self.log(format!("after crash: seq {seq} ({reported} reported)"));
         self.db = Some(db);
         self.check("after crash");
@@ -1305,7 +1278,6 @@ fn run(cfg: &Config, trace: &RefCell<Vec<String>>) -> BTreeMap<&'static str, usi
         scratch: dir.path().to_path_buf(),
         view: View {
             model: Model::default(),
-            text_clean: true,
         },
         old_reader: None,
         step: 0,
