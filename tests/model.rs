@@ -1047,11 +1047,14 @@ impl Harness<'_> {
                     }
                 }
             });
-            op(db);
+            // Stops the searches even when `op` panics, so that the failure surfaces.
+            let op = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| op(db)));
             done.store(true, Ordering::SeqCst);
-            searches
+            let rounds = searches
                 .join()
-                .unwrap_or_else(|p| std::panic::resume_unwind(p))
+                .unwrap_or_else(|p| std::panic::resume_unwind(p));
+            op.unwrap_or_else(|p| std::panic::resume_unwind(p));
+            rounds
         });
         *self.stats.entry("racing search rounds").or_default() += rounds;
     }
