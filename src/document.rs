@@ -4,38 +4,62 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// Sparse lexical weights: ascending token ids, each with a finite weight.
+/// Sparse lexical weights: ascending token ids, each with a finite weight. Deserializing checks
+/// the same rules as [`SparseVector::new`].
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RawSparse")]
 pub struct SparseVector {
     indices: Vec<u32>,
     values: Vec<f32>,
 }
 
+/// The serialized form of [`SparseVector`], checked on the way in.
+#[derive(Deserialize)]
+struct RawSparse {
+    indices: Vec<u32>,
+    values: Vec<f32>,
+}
+
+impl TryFrom<RawSparse> for SparseVector {
+    type Error = Error;
+    fn try_from(r: RawSparse) -> Result<Self> {
+        SparseVector::new(r.indices, r.values)
+    }
+}
+
 impl SparseVector {
     /// Checks that the lengths agree, ids are strictly ascending and weights are finite.
     pub fn new(indices: Vec<u32>, values: Vec<f32>) -> Result<Self> {
+        let v = SparseVector { indices, values };
+        v.check().map_err(Error::invalid)?;
+        Ok(v)
+    }
+
+    /// The checks of [`SparseVector::new`], for callers that take a vector from outside.
+    pub(crate) fn check(&self) -> std::result::Result<(), String> {
+        let (indices, values) = (&self.indices, &self.values);
         if indices.len() != values.len() {
-            return Err(Error::invalid(format!(
+            return Err(format!(
                 "sparse vector has {} indices but {} values",
                 indices.len(),
                 values.len()
-            )));
+            ));
         }
         if let Some(w) = indices.windows(2).position(|w| w[0] >= w[1]) {
-            return Err(Error::invalid(format!(
+            return Err(format!(
                 "sparse indices must be strictly ascending: {} then {} at position {}",
                 indices[w],
                 indices[w + 1],
                 w + 1
-            )));
+            ));
         }
         if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-            return Err(Error::invalid(format!(
+            return Err(format!(
                 "sparse value {} at position {i} is not finite",
                 values[i]
-            )));
+            ));
         }
-        Ok(SparseVector { indices, values })
+        Ok(())
     }
 
     pub fn indices(&self) -> &[u32] {
@@ -46,17 +70,20 @@ impl SparseVector {
         &self.values
     }
 
-    /// Dot product with another sparse vector.
+    /// Dot product with another sparse vector (ids present in both; an id without a value
+    /// counts as absent).
     pub fn dot(&self, other: &SparseVector) -> f32 {
-        let (mut i, mut j, mut sum) = (0, 0, 0.0f32);
-        while i < self.indices.len() && j < other.indices.len() {
-            match self.indices[i].cmp(&other.indices[j]) {
-                std::cmp::Ordering::Less => i += 1,
-                std::cmp::Ordering::Greater => j += 1,
+        let mut a = self.indices.iter().zip(&self.values);
+        let mut b = other.indices.iter().zip(&other.values);
+        let (mut x, mut y, mut sum) = (a.next(), b.next(), 0.0f32);
+        while let (Some((i, v)), Some((j, w))) = (x, y) {
+            match i.cmp(j) {
+                std::cmp::Ordering::Less => x = a.next(),
+                std::cmp::Ordering::Greater => y = b.next(),
                 std::cmp::Ordering::Equal => {
-                    sum += self.values[i] * other.values[j];
-                    i += 1;
-                    j += 1;
+                    sum += v * w;
+                    x = a.next();
+                    y = b.next();
                 }
             }
         }
@@ -249,6 +276,86 @@ mod tests {
             show_id(&"y".repeat(100)),
             format!("{:?}...", "y".repeat(64))
         );
+    }
+
+    #[test]
+    fn sparse_deserialization_checks_like_new() {
+        let parse = |j: &str| serde_json::from_str::<SparseVector>(j);
+        let ok = parse(r#"{"indices":[1,4],"values":[0.5,2.0]}"#).unwrap();
+        assert_eq!(ok, SparseVector::new(vec![1, 4], vec![0.5, 2.0]).unwrap());
+        for bad in [
+            r#"{"indices":[4,1],"values":[0.5,2.0]}"#,
+            r#"{"indices":[4,4],"values":[0.5,2.0]}"#,
+            r#"{"indices":[1,4],"values":[0.5]}"#,
+            r#"{"indices":[1],"values":[0.5,2.0]}"#,
+        ] {
+            let e = parse(bad).unwrap_err().to_string();
+            assert!(e.contains("sparse"), "{bad}: {e}");
+        }
+        // Postcard (the store's encoding) goes through the same checks.
+        let raw = postcard::to_allocvec(&(vec![9u32, 2], vec![1.0f32, f32::NAN])).unwrap();
+        assert!(postcard::from_bytes::<SparseVector>(&raw).is_err());
+        let raw = postcard::to_allocvec(&(vec![2u32, 9], vec![1.0f32, 3.0])).unwrap();
+        let v: SparseVector = postcard::from_bytes(&raw).unwrap();
+        assert_eq!(v.indices(), [2, 9]);
+    }
+
+    #[test]
+    fn dot_of_mismatched_lengths_does_not_panic() {
+        let short = SparseVector {
+            indices: vec![1, 2, 3],
+            values: vec![1.0],
+        };
+        let full = SparseVector::new(vec![1, 2, 3], vec![2.0, 2.0, 2.0]).unwrap();
+        assert_eq!(short.dot(&full), 2.0);
+        assert_eq!(full.dot(&short), 2.0);
+    }
+
+    /// A vector that skipped the checks (as serde once allowed) is refused by `upsert`, and
+    /// the database stays usable.
+    #[test]
+    fn upsert_rechecks_sparse_vectors() {
+        use crate::{Database, Query, Schema};
+        let dir = tempfile::tempdir().unwrap();
+        let schema = Schema::new().sparse().text();
+        let bad = [
+            SparseVector {
+                indices: vec![7, 3],
+                values: vec![1.0, 1.0],
+            },
+            SparseVector {
+                indices: vec![3, 7],
+                values: vec![1.0],
+            },
+            SparseVector {
+                indices: vec![3],
+                values: vec![f32::INFINITY],
+            },
+        ];
+        {
+            let db = Database::open_or_create(dir.path(), schema.clone()).unwrap();
+            let mut w = db.writer().unwrap();
+            for v in &bad {
+                let doc = Document::new("x").text("x").sparse(v.clone());
+                match w.upsert(doc) {
+                    Err(Error::InvalidDocument { id, .. }) => assert_eq!(id, "x"),
+                    other => panic!("{v:?}: expected InvalidDocument, got {other:?}"),
+                }
+                let q = Query::new().sparse(v.clone());
+                assert!(
+                    matches!(db.search(&q), Err(Error::InvalidInput(_))),
+                    "{v:?}"
+                );
+            }
+            let good = SparseVector::new(vec![3, 7], vec![1.0, 2.0]).unwrap();
+            w.upsert(Document::new("y").text("y").sparse(good)).unwrap();
+            w.commit().unwrap();
+        }
+        let db = Database::open(dir.path()).unwrap();
+        assert_eq!(db.len(), 1);
+        let q = Query::new().sparse(SparseVector::new(vec![7], vec![1.0]).unwrap());
+        let hits = db.search(&q).unwrap();
+        assert_eq!((hits[0].id.as_str(), hits[0].score), ("y", 2.0));
     }
 
     #[test]

@@ -20,8 +20,9 @@ use crate::error::Result;
 use crate::index::colbert::{ColbertStore, Precision};
 use crate::index::dense::{DenseIndex, search_exact};
 use crate::index::sparse::SparseIndex;
+use crate::query::{DenseMode, Fusion, Leg, Query, Rerank, RerankFusion};
 use crate::schema::{DenseSpec, HnswParams, Metric, Schema};
-use crate::{Database, npy, store};
+use crate::{Database, Document, npy, store};
 
 /// Every target, as named in `fuzz/Cargo.toml` and under `fixtures/fuzz/`.
 pub const TARGETS: &[&str] = &[
@@ -38,6 +39,9 @@ pub const TARGETS: &[&str] = &[
     "dense",
     "safetensors",
     "fetch_listing",
+    "sparse_vector",
+    "filter",
+    "query",
 ];
 
 /// Flag bit: recompute the checksums of the packed files.
@@ -59,6 +63,9 @@ pub fn run(name: &str, data: &[u8]) -> bool {
         "dense" => dense,
         "safetensors" => safetensors,
         "fetch_listing" => fetch_listing,
+        "sparse_vector" => sparse_vector,
+        "filter" => filter,
+        "query" => query,
         _ => return false,
     };
     f(data);
@@ -498,6 +505,341 @@ pub fn fetch_listing(data: &[u8]) {
     }
 }
 
+/// Reads fixed-size values off the front of a fuzz input; zeros once it runs out.
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> &[u8] {
+        let (a, b) = self.0.split_at(n.min(self.0.len()));
+        self.0 = b;
+        a
+    }
+    fn u8(&mut self) -> u8 {
+        self.take(1).first().copied().unwrap_or(0)
+    }
+    fn u32(&mut self) -> u32 {
+        u32_le(&pad::<4>(self.take(4)), 0)
+    }
+    fn u64(&mut self) -> u64 {
+        u64_le(&pad::<8>(self.take(8)), 0)
+    }
+    fn f32(&mut self) -> f32 {
+        f32::from_bits(self.u32())
+    }
+    fn f32s(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.f32()).collect()
+    }
+    /// A string of at most `max` bytes, lossily decoded.
+    fn string(&mut self, max: usize) -> String {
+        let n = usize::from(self.u8()) % (max + 1);
+        String::from_utf8_lossy(self.take(n)).into_owned()
+    }
+}
+
+fn pad<const N: usize>(b: &[u8]) -> [u8; N] {
+    let mut out = [0u8; N];
+    out[..b.len()].copy_from_slice(b);
+    out
+}
+
+/// A sparse vector three ways: deserialized from JSON and from postcard (both must apply the
+/// checks of [`SparseVector::new`]), and built by `new` from ids and weights read off the
+/// input. Every vector that is accepted is checked against the rules, and the dot products of
+/// each pair must not panic and must agree both ways round.
+pub fn sparse_vector(data: &[u8]) {
+    let mut vectors: Vec<SparseVector> = Vec::new();
+    vectors.extend(serde_json::from_slice::<SparseVector>(data).ok());
+    vectors.extend(postcard::from_bytes::<SparseVector>(data).ok());
+    let mut r = Reader(data);
+    let (n, m) = (usize::from(r.u8() % 64), usize::from(r.u8() % 64));
+    let indices: Vec<u32> = (0..n).map(|_| r.u32()).collect();
+    vectors.extend(SparseVector::new(indices, r.f32s(m)).ok());
+    for v in &vectors {
+        let (ids, w) = (v.indices(), v.values());
+        assert_eq!(
+            ids.len(),
+            w.len(),
+            "accepted a vector with mismatched lengths"
+        );
+        assert!(ids.windows(2).all(|p| p[0] < p[1]), "accepted unsorted ids");
+        assert!(
+            w.iter().all(|x| x.is_finite()),
+            "accepted a non-finite weight"
+        );
+    }
+    for a in &vectors {
+        for b in &vectors {
+            let (x, y) = (a.dot(b), b.dot(a));
+            assert!(x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()));
+        }
+    }
+}
+
+/// Legs of the databases [`filter`] and [`query`] search: 4-d dense, sparse, text, 4-d
+/// ColBERT.
+const FUZZ_DIM: usize = 4;
+
+/// A small database with every leg, built once per process in a scratch directory (left in
+/// the temp directory when the process exits) and shared by every input: cosine when
+/// `dot` is false, else dot product. Some rows are extreme but finite.
+fn fuzz_db(dot: bool) -> &'static Database {
+    use std::sync::OnceLock;
+    static DBS: [OnceLock<(Scratch, Database)>; 2] = [OnceLock::new(), OnceLock::new()];
+    let build = || -> Result<(Scratch, Database)> {
+        let s = Scratch::new();
+        let metric = if dot { Metric::Dot } else { Metric::Cosine };
+        let schema = Schema::new()
+            .dense(FUZZ_DIM, metric)
+            .hnsw(HnswParams {
+                m: 4,
+                ef_construction: 16,
+                ef_search: 16,
+                exact_below: 8,
+            })
+            .sparse()
+            .text()
+            .colbert(FUZZ_DIM, Precision::F16);
+        let db = Database::open_or_create(s.0.join("db"), schema)?;
+        let rows: [[f32; 4]; 6] = [
+            [1.0, 0.0, 0.0, 0.0],
+            [1e20, 1.0, 0.0, 0.0],
+            [1e-30, 1e-30, 0.0, 1e-30],
+            [f32::MAX, -f32::MAX, 0.0, 0.0],
+            [0.0; 4],
+            [-0.5, 0.25, 2.0, -1.0],
+        ];
+        let words = ["서울", "부산", "항구", "도시", "김치", "rain", "city"];
+        for part in 0..2 {
+            let mut w = db.writer()?;
+            for i in (part * 12)..(part * 12 + 12) {
+                let text: Vec<&str> = (0..4)
+                    .map(|j| words[(i * 3 + j * 5) % words.len()])
+                    .collect();
+                let tag = ["a", "b", "c"][i % 3];
+                let meta = serde_json::json!({
+                    "n": i, "tag": tag, "even": i % 2 == 0,
+                    "x": {"y": i % 4}, "f": i as f64 + 0.5, "list": [i, i + 1], "s": text[0],
+                });
+                let sparse = SparseVector::new(
+                    vec![i as u32, i as u32 + 3, 1000 + i as u32],
+                    vec![1.0, 0.5, i as f32],
+                )?;
+                // Within the f16 range the ColBERT leg stores.
+                let colbert: Vec<f32> = (0..2 * FUZZ_DIM)
+                    .map(|j| ((i * 7 + j * 3) % 11) as f32 / 5.0 - 1.0)
+                    .collect();
+                let doc = Document::new(format!("d{i}"))
+                    .title(words[i % words.len()])
+                    .text(text.join(" "))
+                    .metadata(meta)
+                    .dense(rows[i % rows.len()].to_vec())
+                    .sparse(sparse)
+                    .colbert(colbert);
+                w.upsert(doc)?;
+            }
+            if part == 1 {
+                w.delete("d3")?;
+            }
+            w.commit()?;
+        }
+        Ok((s, db))
+    };
+    let (_, db) = DBS[usize::from(dot)]
+        .get_or_init(|| build().expect("fuzz harness: cannot build the database"));
+    db
+}
+
+/// A filter value read off the input: null, a bool, an integer, a float (NaN and infinities
+/// become null, as JSON has no such numbers), a string, or an array or object of one value.
+fn filter_value(r: &mut Reader) -> serde_json::Value {
+    use serde_json::Value;
+    match r.u8() % 8 {
+        0 => Value::Null,
+        1 => Value::Bool(r.u8() & 1 == 1),
+        2 => Value::from(r.u64() as i64),
+        3 => Value::from(r.u64()),
+        4 => {
+            serde_json::Number::from_f64(f64::from_bits(r.u64())).map_or(Value::Null, Value::Number)
+        }
+        5 => Value::from(r.string(32)),
+        6 => Value::Array(vec![Value::from(r.u8())]),
+        _ => serde_json::json!({ r.string(8): r.u8() }),
+    }
+}
+
+/// Filters read off the input: as JSON (`[[path, value], ...]`) when it parses, else up to
+/// four (path, value) pairs from bytes.
+fn filters_of(data: &[u8]) -> Vec<(String, serde_json::Value)> {
+    if let Ok(f) = serde_json::from_slice::<Vec<(String, serde_json::Value)>>(data) {
+        return f;
+    }
+    let mut r = Reader(data);
+    let n = r.u8() % 5;
+    (0..n)
+        .map(|_| (r.string(24), filter_value(&mut r)))
+        .collect()
+}
+
+/// Metadata equality filters, on their own and with a text query, against [`fuzz_db`]. Every
+/// hit must be a live document.
+pub fn filter(data: &[u8]) {
+    let db = fuzz_db(false);
+    let filters = filters_of(data);
+    let mut q = Query::new().text("서울 city").k(30).fetch_documents(false);
+    for (path, value) in filters {
+        q = q.filter_eq(path, value);
+    }
+    if let Ok(hits) = db.search(&q) {
+        for h in hits {
+            assert!(h.id != "d3", "a deleted document passed a filter");
+        }
+    }
+    let q = q.dense(vec![1.0, 0.5, 0.0, 0.0]).legs(&[Leg::Dense]);
+    let _ = db.search(&q);
+}
+
+/// A query with every parameter read off the input, extreme values included (k, depth and ef
+/// up to `u64::MAX`, weights, RRF k and vector values from raw bits: NaN, infinities,
+/// subnormals), run against [`fuzz_db`]. It may be refused, never panic; an answer holds at
+/// most k hits, without repeats.
+///
+/// Layout: flags (bit 0 the dot-product database; bit 1 fetches documents; bits 2-4 give a
+/// dense vector, a sparse vector, ColBERT tokens; bit 5 names the legs; bit 6 RRF; bit 7 a
+/// rerank), then k, depth and
+/// ef as `u64` (depth and ef unset when zero), the dense mode, four leg weights (each after a
+/// byte saying whether it is set), the RRF k, the vectors, the legs and the rerank, then the
+/// filters and (after a byte saying whether there is one) the text.
+pub fn query(data: &[u8]) {
+    let mut r = Reader(data);
+    let flags = r.u8();
+    let db = fuzz_db(flags & 1 != 0);
+    let k = r.u64() as usize;
+    let mut q = Query::new().k(k).fetch_documents(flags & 2 != 0);
+    if let d @ 1.. = r.u64() {
+        q = q.depth(d as usize);
+    }
+    if let ef @ 1.. = r.u64() {
+        q = q.ef(ef as usize);
+    }
+    q = q.dense_mode(match r.u8() % 3 {
+        0 => DenseMode::Auto,
+        1 => DenseMode::Exact,
+        _ => DenseMode::Approximate,
+    });
+    let all = [Leg::Dense, Leg::Sparse, Leg::Bm25, Leg::Colbert];
+    for leg in all {
+        if r.u8() & 1 == 1 {
+            q = q.weight(leg, r.f32());
+        }
+    }
+    let rrf_k = r.f32();
+    if flags & 64 != 0 {
+        q = q.fusion(Fusion::Rrf { k: rrf_k });
+    }
+    if flags & 4 != 0 {
+        // Usually the schema's dimension; sometimes not.
+        let n = match r.u8() % 8 {
+            0 => 0,
+            1 => 7,
+            _ => FUZZ_DIM,
+        };
+        q = q.dense(r.f32s(n));
+    }
+    if flags & 8 != 0 {
+        let n = usize::from(r.u8() % 8);
+        let mut ids: Vec<u32> = (0..n).map(|_| r.u32() % 2048).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let weights = r.f32s(ids.len());
+        if let Ok(v) = SparseVector::new(ids, weights) {
+            q = q.sparse(v);
+        }
+    }
+    if flags & 16 != 0 {
+        let n = usize::from(r.u8() % 4) * FUZZ_DIM + usize::from(r.u8() % 2);
+        q = q.colbert(r.f32s(n));
+    }
+    if flags & 32 != 0 {
+        let legs: Vec<Leg> = (0..r.u8() % 5)
+            .map(|_| all[usize::from(r.u8() % 4)])
+            .collect();
+        q = q.legs(&legs);
+    }
+    if flags & 128 != 0 {
+        let top = r.u64() as usize;
+        let fusion = if r.u8() & 1 == 0 {
+            RerankFusion::Rrf { k: r.f32() }
+        } else {
+            RerankFusion::Weighted {
+                dense: r.f32(),
+                sparse: r.f32(),
+                colbert: r.f32(),
+            }
+        };
+        q = q.rerank(Rerank { top, fusion });
+    }
+    let n = usize::from(r.u8() % 3);
+    for _ in 0..n {
+        q = q.filter_eq(r.string(16), filter_value(&mut r));
+    }
+    if r.u8() & 1 == 1 {
+        q = q.text(String::from_utf8_lossy(r.take(256)).into_owned());
+    }
+    if let Ok(hits) = db.search(&q) {
+        assert!(hits.len() <= k, "{} hits for k = {k}", hits.len());
+        let mut ids: Vec<&str> = hits.iter().map(|h| h.id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), hits.len(), "a document twice in one answer");
+    }
+}
+
+/// Inputs for [`query`]: every leg with a rerank, one leg at a time, RRF with filters.
+fn query_seeds() -> Vec<Vec<u8>> {
+    let f32s = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+    let head = |flags: u8, k: u64, mode: u8| -> Vec<u8> {
+        let mut b = vec![flags];
+        for p in [k, 0, 0] {
+            b.extend_from_slice(&p.to_le_bytes());
+        }
+        b.extend_from_slice(&[mode, 0, 0, 0, 0]);
+        b.extend_from_slice(&60f32.to_le_bytes());
+        b
+    };
+    let mut out = Vec::new();
+    // Text, dense, sparse and ColBERT, reranked by weights, no filter, then text.
+    let mut q = head(2 | 4 | 8 | 16 | 128, 10, 0);
+    q.push(2);
+    q.extend(f32s(&[0.5, 0.5, 0.0, 0.1]));
+    q.push(2);
+    q.extend([3u32, 1003].iter().flat_map(|x| x.to_le_bytes()));
+    q.extend(f32s(&[1.0, 0.5]));
+    q.extend([2, 0]);
+    q.extend(f32s(&[1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0]));
+    q.extend(100u64.to_le_bytes());
+    q.push(1);
+    q.extend(f32s(&[0.4, 0.2, 0.4]));
+    q.extend([0, 1]);
+    q.extend("서울 항구".as_bytes());
+    out.push(q);
+    // Dense alone through HNSW, on the dot-product database.
+    let mut q = head(1 | 4 | 32, 5, 2);
+    q.push(2);
+    q.extend(f32s(&[1.0, -1.0, 0.0, 0.0]));
+    q.extend([1, 0, 0]);
+    out.push(q);
+    // RRF over text and dense with a tag filter.
+    let mut q = head(4 | 64, 3, 0);
+    q.push(2);
+    q.extend(f32s(&[0.0, 1.0, 0.0, 0.0]));
+    q.extend([1, 3]);
+    q.extend(b"tag");
+    q.extend([5, 1, b'b', 1]);
+    q.extend("도시".as_bytes());
+    out.push(q);
+    out
+}
+
 /// Writes seed inputs for every target into `out/<target>/`: the repository's fixtures and
 /// the files of small databases built from `fixtures/tiny`.
 pub fn write_seed_corpora(fixtures: &Path, out: &Path) -> Result<()> {
@@ -545,6 +887,28 @@ pub fn write_seed_corpora(fixtures: &Path, out: &Path) -> Result<()> {
             .map_err(|e| crate::Error::io("run.trec", e))?;
     }
     seed("trec_run", &run)?;
+    for json in [
+        r#"{"indices":[1,5,90000],"values":[0.5,-2.0,1e30]}"#,
+        r#"{"indices":[],"values":[]}"#,
+    ] {
+        seed("sparse_vector", json.as_bytes())?;
+    }
+    let v = SparseVector::new(vec![3, 4_000_000_000], vec![1.5, 0.25])?;
+    seed(
+        "sparse_vector",
+        &postcard::to_allocvec(&v).map_err(|e| crate::Error::Store(e.to_string()))?,
+    )?;
+    for json in [
+        r#"[["tag","a"]]"#,
+        r#"[["x.y",1],["even",true]]"#,
+        r#"[["f",2.5],["list",3]]"#,
+        r#"[["s","서울"],["n",-1]]"#,
+    ] {
+        seed("filter", json.as_bytes())?;
+    }
+    for q in query_seeds() {
+        seed("query", &q)?;
+    }
     let oid = "0123456789abcdef0123456789abcdef01234567";
     let listing = format!(
         r#"[{{"type":"file","path":"config.json","size":10,"oid":"{oid}"}},

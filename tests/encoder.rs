@@ -293,3 +293,170 @@ fn bad_model_directories_are_clear_errors() {
         "{m}"
     );
 }
+
+/// A safetensors file of F32 tensors `(name, shape, values)`.
+fn safetensors(tensors: &[(&str, &[usize], Vec<f32>)]) -> Vec<u8> {
+    let (mut header, mut data) = (serde_json::Map::new(), Vec::new());
+    for (name, shape, values) in tensors {
+        let start = data.len();
+        values
+            .iter()
+            .for_each(|v| data.extend_from_slice(&v.to_le_bytes()));
+        header.insert(
+            name.to_string(),
+            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [start, data.len()]}),
+        );
+    }
+    let header = serde_json::to_vec(&header).unwrap();
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&header);
+    out.extend_from_slice(&data);
+    out
+}
+
+#[test]
+fn heads_of_the_wrong_input_size_are_model_errors() {
+    // The fixture's hidden size is 32; a head taking 16 inputs used to trip an assert in the
+    // first model run, before the size check.
+    for (name, out) in [("sparse_linear", 1), ("colbert_linear", 32)] {
+        let dir = tempfile::tempdir().unwrap();
+        for f in std::fs::read_dir(fixtures().join("m3-heads")).unwrap() {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, dir.path().join(f.file_name().unwrap())).unwrap();
+        }
+        let head = safetensors(&[
+            ("weight", &[out, 16], vec![0.5; out * 16]),
+            ("bias", &[out], vec![0.0; out]),
+        ]);
+        std::fs::write(dir.path().join(format!("{name}.safetensors")), head).unwrap();
+        match Encoder::open(dir.path(), EncoderOptions::default()) {
+            Err(Error::Model(m)) => assert!(
+                m.contains(&format!(
+                    "{name} takes 16 inputs but the model's hidden size is 32"
+                )),
+                "{m}"
+            ),
+            Err(e) => panic!("{name}: expected a model error, got {e}"),
+            Ok(_) => panic!("{name}: opened"),
+        }
+    }
+}
+
+/// Protocol-buffer encoding, enough for a small ONNX model.
+mod pb {
+    pub fn varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push(v as u8 | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+    pub fn int(out: &mut Vec<u8>, field: u64, v: i64) {
+        varint(out, field << 3);
+        varint(out, v as u64);
+    }
+    pub fn bytes(out: &mut Vec<u8>, field: u64, b: &[u8]) {
+        varint(out, (field << 3) | 2);
+        varint(out, b.len() as u64);
+        out.extend_from_slice(b);
+    }
+    pub fn msg(field: u64, parts: &[Vec<u8>]) -> Vec<u8> {
+        let body: Vec<u8> = parts.concat();
+        let mut out = Vec::new();
+        bytes(&mut out, field, &body);
+        out
+    }
+    pub fn str_field(field: u64, s: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        bytes(&mut out, field, s.as_bytes());
+        out
+    }
+    pub fn int_field(field: u64, v: i64) -> Vec<u8> {
+        let mut out = Vec::new();
+        int(&mut out, field, v);
+        out
+    }
+}
+
+/// An ONNX model with BGE-M3's three outputs whose `colbert_vecs` is `[batch, tokens - 1, 0]`:
+/// the input ids as floats serve as dense and sparse outputs.
+fn m3_outputs_model_with_empty_colbert() -> Vec<u8> {
+    use pb::*;
+    let node = |op: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<Vec<u8>>| {
+        let mut parts: Vec<Vec<u8>> = inputs.iter().map(|i| str_field(1, i)).collect();
+        parts.extend(outputs.iter().map(|o| str_field(2, o)));
+        parts.push(str_field(4, op));
+        parts.extend(attrs);
+        msg(1, &parts)
+    };
+    let int64s = |name: &str, values: &[i64]| {
+        let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let mut raw_field = Vec::new();
+        bytes(&mut raw_field, 9, &raw);
+        msg(
+            5,
+            &[
+                int_field(1, values.len() as i64),
+                int_field(2, 7),
+                str_field(8, name),
+                raw_field,
+            ],
+        )
+    };
+    // elem_type 7 = int64, 1 = float; a shape of named dimensions when given.
+    let value_info = |field: u64, name: &str, elem: i64, dims: &[&str]| {
+        let shape: Vec<Vec<u8>> = dims.iter().map(|d| msg(1, &[str_field(2, d)])).collect();
+        let mut tensor = vec![int_field(1, elem)];
+        if !dims.is_empty() {
+            tensor.push(msg(2, &shape));
+        }
+        msg(field, &[str_field(1, name), msg(2, &[msg(1, &tensor)])])
+    };
+    let cast_to_float = msg(5, &[str_field(1, "to"), int_field(3, 1), int_field(20, 2)]);
+    let graph = msg(
+        7,
+        &[
+            node("Cast", &["input_ids"], &["x"], vec![cast_to_float]),
+            node("Identity", &["x"], &["dense_vecs"], vec![]),
+            node("Identity", &["x"], &["sparse_vecs"], vec![]),
+            node("Unsqueeze", &["x", "axis2"], &["u"], vec![]),
+            node(
+                "Slice",
+                &["u", "starts", "ends", "axes"],
+                &["colbert_vecs"],
+                vec![],
+            ),
+            str_field(2, "g"),
+            int64s("axis2", &[2]),
+            int64s("starts", &[1, 0]),
+            int64s("ends", &[i64::MAX, 0]),
+            int64s("axes", &[1, 2]),
+            value_info(11, "input_ids", 7, &["batch", "tokens"]),
+            value_info(12, "dense_vecs", 1, &[]),
+            value_info(12, "sparse_vecs", 1, &[]),
+            value_info(12, "colbert_vecs", 1, &[]),
+        ],
+    );
+    let opset = msg(8, &[str_field(1, ""), int_field(2, 17)]);
+    [int_field(1, 8), opset, graph].concat()
+}
+
+#[test]
+fn a_colbert_dimension_of_zero_is_a_model_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        fixtures().join("m3/tokenizer.json"),
+        dir.path().join("tokenizer.json"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("model.onnx"),
+        m3_outputs_model_with_empty_colbert(),
+    )
+    .unwrap();
+    match Encoder::open(dir.path(), EncoderOptions::default()) {
+        Err(Error::Model(m)) => assert!(m.contains("nonzero last dimension"), "{m}"),
+        Err(e) => panic!("expected a model error, got {e}"),
+        Ok(_) => panic!("opened"),
+    }
+}

@@ -94,8 +94,10 @@ impl<'db> Writer<'db> {
             (Some(_), None) => return Err(fail("the schema has no dense leg".into())),
             (None, _) => {}
         }
-        if doc.sparse.is_some() && !schema.sparse {
-            return Err(fail("the schema has no sparse leg".into()));
+        match (&doc.sparse, schema.sparse) {
+            (Some(v), true) => v.check().map_err(fail)?,
+            (Some(_), false) => return Err(fail("the schema has no sparse leg".into())),
+            (None, _) => {}
         }
         match (&doc.colbert, &schema.colbert) {
             (Some(t), Some(spec)) => check_tokens(t, spec.dim, "ColBERT token vectors")

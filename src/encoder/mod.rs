@@ -288,21 +288,8 @@ impl Encoder {
 
     /// Encodes an empty text once to learn (and check) the output dimensions.
     fn probe(&mut self) -> Result<()> {
+        // The run checks the heads' input size against the hidden size.
         let dims = self.run_dims(&[""])?;
-        let onnx = &self.info.onnx;
-        if let Head::Rust { sparse, colbert } = &self.head {
-            for (name, l) in [("sparse_linear", sparse), ("colbert_linear", colbert)] {
-                if l.inp != dims.hidden {
-                    return Err(model_err(
-                        onnx,
-                        format!(
-                            "{name} takes {} inputs but the model's hidden size is {}",
-                            l.inp, dims.hidden
-                        ),
-                    ));
-                }
-            }
-        }
         self.info.dense_dim = dims.dense;
         self.info.colbert_dim = dims.colbert;
         Ok(())

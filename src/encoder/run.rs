@@ -11,7 +11,6 @@ use crate::error::{Error, Result};
 
 /// Output dimensions seen by a model run.
 pub(super) struct Dims {
-    pub(super) hidden: usize,
     pub(super) dense: usize,
     pub(super) colbert: Option<usize>,
 }
@@ -191,6 +190,13 @@ impl Encoder {
             )));
         }
         let colbert_dim = cd[1];
+        if dense_dim == 0 || colbert_dim == 0 {
+            return Err(Error::Model(format!(
+                "outputs \"dense_vecs\" {:?} and \"colbert_vecs\" {:?} must have a nonzero \
+                 last dimension",
+                dense.shape, colbert.shape
+            )));
+        }
         let embeddings = batch
             .iter()
             .enumerate()
@@ -205,7 +211,6 @@ impl Encoder {
             })
             .collect();
         let dims = Dims {
-            hidden: dense_dim,
             dense: dense_dim,
             colbert: Some(colbert_dim),
         };
@@ -232,7 +237,6 @@ impl Encoder {
             return Ok((
                 embeddings,
                 Dims {
-                    hidden: dim,
                     dense: dim,
                     colbert: None,
                 },
@@ -246,6 +250,19 @@ impl Encoder {
             )));
         }
         let hidden = hd[1];
+        if let Head::Rust { sparse, colbert } = &self.head {
+            for (name, l) in [("sparse_linear", sparse), ("colbert_linear", colbert)] {
+                if l.inp != hidden {
+                    return Err(super::model_err(
+                        &self.info.onnx,
+                        format!(
+                            "{name} takes {} inputs but the model's hidden size is {hidden}",
+                            l.inp
+                        ),
+                    ));
+                }
+            }
+        }
         let mut embeddings = Vec::with_capacity(rows);
         let mut colbert_dim = None;
         for (b, t) in batch.iter().enumerate() {
@@ -281,7 +298,6 @@ impl Encoder {
             embeddings.push(e);
         }
         let dims = Dims {
-            hidden,
             dense: hidden,
             colbert: colbert_dim,
         };

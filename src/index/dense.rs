@@ -40,11 +40,18 @@ const SERIAL_BELOW: usize = 2048;
 /// Nodes rescored past `k` (at least; `k` more for large `k`) after a walk by the codes.
 const RESCORE_MARGIN: usize = 32;
 
-/// Scales `v` to unit length in place (a zero vector stays zero).
+/// Scales `v` to unit length in place (a zero vector stays zero). The norm is taken in `f64`,
+/// where the square of any finite `f32` neither overflows nor underflows, so every finite
+/// vector with a nonzero component comes out at unit length.
 pub(crate) fn normalize(v: &mut [f32]) {
-    let norm = dot(v, v).sqrt();
-    if norm > 0.0 {
-        v.iter_mut().for_each(|x| *x /= norm);
+    let norm = v
+        .iter()
+        .map(|&x| f64::from(x) * f64::from(x))
+        .sum::<f64>()
+        .sqrt();
+    if norm > 0.0 && norm.is_finite() {
+        v.iter_mut()
+            .for_each(|x| *x = (f64::from(*x) / norm) as f32);
     }
 }
 
@@ -352,7 +359,7 @@ impl DenseIndex {
         let live = self.live();
         let accept = |n: u32| allow.contains(n as u64);
         // The codes' ranking is close to the exact one: rescoring its head is enough.
-        let rescore = (2 * k).max(k + RESCORE_MARGIN);
+        let rescore = k.saturating_mul(2).max(k.saturating_add(RESCORE_MARGIN));
         let found = if live.codes.rows() as u64 >= live.vectors.rows {
             let q = live.codes.query(query);
             live.graph.search(&live.codes, &q, rescore, ef, &accept)

@@ -147,6 +147,13 @@ impl Default for Query {
 }
 
 impl Query {
+    /// The largest `k` a query may ask for.
+    pub const MAX_K: usize = 100_000;
+    /// The largest per-leg candidate depth a query may ask for.
+    pub const MAX_DEPTH: usize = 100_000;
+    /// The largest HNSW candidate list size a query may ask for.
+    pub const MAX_EF: usize = 100_000;
+
     pub fn new() -> Self {
         Query {
             text: None,
@@ -198,14 +205,14 @@ impl Query {
         self
     }
 
-    /// Number of hits to return (10 by default).
+    /// Number of hits to return (10 by default; at most [`Query::MAX_K`]).
     pub fn k(mut self, k: usize) -> Self {
         self.k = k;
         self
     }
 
     /// Candidates taken from each leg before fusion (default: max(k, 100); k when one leg runs
-    /// and nothing is reranked, as nothing is fused then).
+    /// and nothing is reranked, as nothing is fused then; at most [`Query::MAX_DEPTH`]).
     pub fn depth(mut self, depth: usize) -> Self {
         self.depth = Some(depth);
         self
@@ -241,7 +248,8 @@ impl Query {
         self
     }
 
-    /// HNSW candidate list size for this query (default from the schema).
+    /// HNSW candidate list size for this query (default from the schema; at most
+    /// [`Query::MAX_EF`]).
     pub fn ef(mut self, ef: usize) -> Self {
         self.ef = Some(ef);
         self
@@ -275,6 +283,23 @@ impl Query {
     pub(crate) fn validate(&self) -> Result<()> {
         if self.k == 0 {
             return Err(Error::invalid("k must be at least 1"));
+        }
+        for (name, value, limit) in [
+            ("k", Some(self.k), Self::MAX_K),
+            ("depth", self.depth, Self::MAX_DEPTH),
+            ("ef", self.ef, Self::MAX_EF),
+        ] {
+            if let Some(v) = value
+                && v > limit
+            {
+                return Err(Error::invalid(format!(
+                    "{name} is {v}, above the limit of {limit}"
+                )));
+            }
+        }
+        if let Some(v) = &self.sparse {
+            v.check()
+                .map_err(|e| Error::invalid(format!("query {e}")))?;
         }
         if let Fusion::Rrf { k } = self.fusion
             && !(k.is_finite() && k >= 0.0)
@@ -366,7 +391,8 @@ impl TopK {
     pub fn new(k: usize) -> Self {
         TopK {
             k,
-            heap: BinaryHeap::with_capacity(k + 1),
+            // Grown as needed past this: `k` is only a bound.
+            heap: BinaryHeap::with_capacity(k.min(4096) + 1),
         }
     }
 

@@ -118,6 +118,14 @@ pub(crate) fn read_meta(db: &impl ReadableDatabase) -> Result<Option<(Schema, St
         Some(s) => decode(s.value(), "schema")?,
         None => return Err(Error::corrupted(STORE_FILE, "schema record missing")),
     };
+    // A schema is validated when a database is created; one that fails now was damaged since.
+    if let Err(e) = schema.validate() {
+        let reason = match e {
+            Error::InvalidInput(m) => m,
+            e => e.to_string(),
+        };
+        return Err(corrupt("schema", reason));
+    }
     let state: State = match table.get("state")? {
         Some(s) => decode(s.value(), "state")?,
         None => return Err(Error::corrupted(STORE_FILE, "state record missing")),

@@ -167,12 +167,18 @@ fn bad(reason: impl std::fmt::Display) -> Error {
 
 /// Encodes a record in format 3, compressing its strings with `dict` if given.
 pub(crate) fn encode(r: &DocRecord, dict: Option<&Dict>) -> Result<Vec<u8>> {
-    let sparse = r.sparse.as_ref().map(|v| {
-        let gaps = (v.indices().iter())
-            .scan(0, |prev, &i| Some(i - std::mem::replace(prev, i)))
-            .collect();
-        (gaps, v.values().to_vec())
-    });
+    let sparse = match &r.sparse {
+        Some(v) => {
+            // Ascending ids (a `SparseVector` invariant) never wrap; refuse them if they would.
+            let mut prev = 0;
+            let gaps = (v.indices().iter())
+                .map(|&i| i.checked_sub(std::mem::replace(&mut prev, i)))
+                .collect::<Option<Vec<u32>>>()
+                .ok_or_else(|| store_error("encoding a record", "sparse ids not ascending"))?;
+            Some((gaps, v.values().to_vec()))
+        }
+        None => None,
+    };
     let head = Head {
         id: &r.id,
         seq: r.seq,

@@ -220,13 +220,14 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let db = Database::open(&db)?;
             let set = QuerySet::load(&queries, encoder.open()?.as_ref())?;
-            let runs = plan::answer_all(&db, &set, &plan.query(100)?)?;
             let mut out = BufWriter::new(std::io::stdout().lock());
-            for (q, hits) in set.queries.iter().zip(&runs) {
+            // Each query's lines are written as its chunk of queries is answered.
+            plan::answer_each(&db, &set, &plan.query(100)?, plan.k_or(100), |q, hits| {
                 for (i, h) in hits.iter().enumerate() {
                     eval::write_trec_line(&mut out, &q.id, &h.id, i + 1, h.score, &tag)?;
                 }
-            }
+                Ok(())
+            })?;
             out.flush()?;
             Ok(())
         }

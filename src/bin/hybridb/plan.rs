@@ -69,6 +69,11 @@ pub fn parse_filter(s: &str) -> Result<(String, serde_json::Value), String> {
 }
 
 impl PlanArgs {
+    /// Hits per query: `--k`, else `default_k`.
+    pub fn k_or(&self, default_k: usize) -> usize {
+        self.k.unwrap_or(default_k)
+    }
+
     pub fn query(&self, default_k: usize) -> Result<Query> {
         let mut q = Query::new().k(self.k.unwrap_or(default_k));
         if let Some(d) = self.depth {
@@ -246,28 +251,54 @@ impl QuerySet {
     }
 }
 
-pub fn answer_all(db: &Database, set: &QuerySet, base: &Query) -> Result<Vec<Vec<Hit>>> {
+/// Hits held at once by [`answer_each`], across the queries of one parallel chunk.
+const HITS_IN_FLIGHT: usize = 1 << 18;
+
+/// Answers the queries in order, handing each query's hits to `each` as soon as the parallel
+/// chunk that holds it is done; `k` (the hits per query) sizes the chunks so that about
+/// [`HITS_IN_FLIGHT`] hits are held at once.
+pub fn answer_each(
+    db: &Database,
+    set: &QuerySet,
+    base: &Query,
+    k: usize,
+    mut each: impl FnMut(&QueryRecord, Vec<Hit>) -> Result<()>,
+) -> Result<()> {
     let bar = ProgressBar::new(set.queries.len() as u64).with_style(ProgressStyle::with_template(
         "queries {bar:40} {pos}/{len} ({per_sec})",
     )?);
-    let runs = (0..set.queries.len())
-        .into_par_iter()
-        .map(|i| {
-            let r = db.search(&set.query(i, base, db));
-            bar.inc(1);
-            r.with_context(|| format!("query {}", set.queries[i].id))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let chunk = (HITS_IN_FLIGHT / k.max(1)).clamp(1, 1024);
+    let all: Vec<usize> = (0..set.queries.len()).collect();
+    for part in all.chunks(chunk) {
+        let runs = part
+            .par_iter()
+            .map(|&i| {
+                let r = db.search(&set.query(i, base, db));
+                bar.inc(1);
+                r.with_context(|| format!("query {}", set.queries[i].id))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        for (&i, hits) in part.iter().zip(runs) {
+            each(&set.queries[i], hits)?;
+        }
+    }
     bar.finish_and_clear();
-    Ok(runs)
+    Ok(())
 }
 
-fn to_runs(set: &QuerySet, runs: &[Vec<Hit>]) -> HashMap<String, Vec<String>> {
-    set.queries
-        .iter()
-        .zip(runs)
-        .map(|(q, hits)| (q.id.clone(), hits.iter().map(|h| h.id.clone()).collect()))
-        .collect()
+/// Each query's ranked ids, answered through [`answer_each`].
+fn runs_of(
+    db: &Database,
+    set: &QuerySet,
+    base: &Query,
+    k: usize,
+) -> Result<HashMap<String, Vec<String>>> {
+    let mut runs = HashMap::with_capacity(set.queries.len());
+    answer_each(db, set, base, k, |q, hits| {
+        runs.insert(q.id.clone(), hits.into_iter().map(|h| h.id).collect());
+        Ok(())
+    })?;
+    Ok(runs)
 }
 
 pub fn eval_cmd(
@@ -290,6 +321,7 @@ pub fn eval_cmd(
         }
         (None, Some(db)) => {
             let db = Database::open(db)?;
+            let k = plan.k_or(100);
             let plain = PlanArgs {
                 rerank: None,
                 ..plan.clone()
@@ -308,24 +340,24 @@ pub fn eval_cmd(
                 }
             }
             for leg in &legs {
-                let runs = answer_all(&db, &set, &plain.clone().legs(&[*leg]))?;
+                let runs = runs_of(&db, &set, &plain.clone().legs(&[*leg]), k)?;
                 rows.push((
                     leg.as_str().to_string(),
-                    eval::evaluate(&set.queries, &to_runs(&set, &runs)),
+                    eval::evaluate(&set.queries, &runs),
                 ));
             }
             if legs.len() > 1 {
-                let runs = answer_all(&db, &set, &plain.clone().legs(&legs))?;
+                let runs = runs_of(&db, &set, &plain.clone().legs(&legs), k)?;
                 let name = match plan.fusion.as_str() {
                     "weighted" => "fused (weighted)".to_string(),
                     _ => format!("fused (rrf k={})", plan.rrf_k),
                 };
-                rows.push((name, eval::evaluate(&set.queries, &to_runs(&set, &runs))));
+                rows.push((name, eval::evaluate(&set.queries, &runs)));
             }
             if plan.rerank.is_some() {
-                let runs = answer_all(&db, &set, &plan.query(100)?.legs(&legs))?;
+                let runs = runs_of(&db, &set, &plan.query(100)?.legs(&legs), k)?;
                 let name = format!("+ colbert rerank ({})", plan.rerank_fusion);
-                rows.push((name, eval::evaluate(&set.queries, &to_runs(&set, &runs))));
+                rows.push((name, eval::evaluate(&set.queries, &runs)));
             }
         }
         (None, None) => bail!("give --run FILE or --db DIR"),
