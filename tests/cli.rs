@@ -619,6 +619,16 @@ fn an_empty_input_is_an_error_and_creates_nothing() {
     assert_eq!((stats.seq, stats.documents), (1, 12));
 }
 
+/// Runs the binary with the failpoint `point` armed (see `fsio::failpoint`).
+#[cfg(feature = "failpoints")]
+fn failing_at(point: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_hybridb"))
+        .args(args)
+        .env("HYBRIDB_FAILPOINT", point)
+        .output()
+        .unwrap()
+}
+
 /// A first ingest that fails before its commit point leaves no database behind: not the
 /// directory it made, nor the files it added to one that existed.
 #[cfg(feature = "failpoints")]
@@ -627,11 +637,7 @@ fn a_failed_first_ingest_removes_what_it_created() {
     let tmp = tempfile::tempdir().unwrap();
     let data = common::fixtures().join("tiny");
     let ingest = |db: &Path, point: &str| {
-        Command::new(env!("CARGO_BIN_EXE_hybridb"))
-            .args(["ingest", "--db", s(db), "--dataset", s(&data)])
-            .env("HYBRIDB_FAILPOINT", point)
-            .output()
-            .unwrap()
+        failing_at(point, &["ingest", "--db", s(db), "--dataset", s(&data)])
     };
     let db = tmp.path().join("new");
     let out = ingest(&db, "commit:before-store-commit:enospc");
@@ -668,13 +674,7 @@ fn reads_work_while_the_text_index_cannot_catch_up() {
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("db");
     let data = common::fixtures().join("tiny");
-    let run = |args: &[&str], point: &str| {
-        Command::new(env!("CARGO_BIN_EXE_hybridb"))
-            .args(args)
-            .env("HYBRIDB_FAILPOINT", point)
-            .output()
-            .unwrap()
-    };
+    let run = |args: &[&str], point: &str| failing_at(point, args);
     let out = run(
         &["ingest", "--db", s(&db), "--dataset", s(&data)],
         "commit:before-text:enospc",
