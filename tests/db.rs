@@ -280,6 +280,24 @@ fn a_writer_is_send_and_commits_from_another_thread() {
     assert!(db.writer().is_ok());
 }
 
+/// A ColBERT value the collection's precision cannot hold is refused by `upsert`, before it
+/// could fail the whole batch at commit.
+#[test]
+fn colbert_values_beyond_the_stored_precision_are_refused_at_upsert() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = Schema::new().text().colbert(2, hybridb::Precision::F16);
+    let db = Database::open_or_create(dir.path(), schema).unwrap();
+    let mut w = db.writer().unwrap();
+    let err = w
+        .upsert(Document::new("big").colbert(vec![1.0, 7e4]))
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidDocument { .. }), "{err}");
+    assert!(err.to_string().contains("f16"), "{err}");
+    w.upsert(Document::new("ok").colbert(vec![1.0, 6e4]))
+        .unwrap();
+    assert_eq!(w.commit().unwrap().upserted, 1);
+}
+
 #[test]
 fn bad_documents_are_rejected_with_clear_errors() {
     let dir = tempfile::tempdir().unwrap();

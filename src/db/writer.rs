@@ -18,6 +18,7 @@ use super::{Inner, Lag, WriteSide};
 use crate::document::{Document, check_dense, check_tokens, id_problem, show_id};
 use crate::error::{Error, Result};
 use crate::fsio::failpoint;
+use crate::index::colbert::Precision;
 use crate::index::dense::normalize;
 use crate::index::text::TextDoc;
 use crate::schema::Metric;
@@ -100,8 +101,19 @@ impl<'db> Writer<'db> {
             (None, _) => {}
         }
         match (&doc.colbert, &schema.colbert) {
-            (Some(t), Some(spec)) => check_tokens(t, spec.dim, "ColBERT token vectors")
-                .map_err(|e| fail(e.to_string()))?,
+            (Some(t), Some(spec)) => {
+                check_tokens(t, spec.dim, "ColBERT token vectors")
+                    .map_err(|e| fail(e.to_string()))?;
+                // Found now rather than at commit, where it would fail the whole batch.
+                if spec.precision == Precision::F16
+                    && let Some(x) = t.iter().find(|x| x.abs() > f32::from(half::f16::MAX))
+                {
+                    return Err(fail(format!(
+                        "ColBERT token vectors have a value {x} beyond the f16 range the \
+                         collection stores (±65504)"
+                    )));
+                }
+            }
             (Some(_), None) => return Err(fail("the schema has no ColBERT leg".into())),
             (None, _) => {}
         }
