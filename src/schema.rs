@@ -144,9 +144,16 @@ impl Schema {
                 )));
             }
             let h = &d.hnsw;
-            if h.m < 2 || h.m > 255 || h.ef_construction == 0 || h.ef_search == 0 {
+            let ef = 1..=crate::Query::MAX_EF;
+            if h.m < 2
+                || h.m > 255
+                || !ef.contains(&h.ef_construction)
+                || !ef.contains(&h.ef_search)
+            {
                 return Err(Error::invalid(format!(
-                    "HNSW parameters out of range: {h:?}"
+                    "HNSW parameters out of range (m 2..=255, ef_construction and ef_search \
+                     1..={}): {h:?}",
+                    crate::Query::MAX_EF
                 )));
             }
         }

@@ -192,3 +192,23 @@ fn an_invalid_stored_schema_is_corruption() {
         }
     }
 }
+
+/// HNSW parameters a search would allocate by are bounded like a query's `ef`.
+#[test]
+fn schema_hnsw_parameters_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let huge = hybridb::HnswParams {
+        ef_search: Query::MAX_EF + 1,
+        ..Default::default()
+    };
+    let schema = |hnsw| Schema::new().dense(4, Metric::Cosine).hnsw(hnsw);
+    let err = Database::open_or_create(dir.path(), schema(huge))
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("ef_search"), "{err}");
+    let most = hybridb::HnswParams {
+        ef_search: Query::MAX_EF,
+        ..huge
+    };
+    assert!(Database::open_or_create(dir.path(), schema(most)).is_ok());
+}
