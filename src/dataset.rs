@@ -622,9 +622,15 @@ pub fn read_sparse_jsonl(path: &Path) -> Result<SparseReader> {
 pub fn read_queries(path: &Path) -> Result<Vec<QueryRecord>> {
     let mut lines = Lines::open(path)?;
     let mut out = Vec::new();
+    // A repeated query id would merge two queries' lines of a TREC run.
+    let mut first_line: HashMap<String, usize> = HashMap::new();
     while let Some(map) = lines.next_object() {
         let map = map?;
         let query = parse_query(&map).map_err(|(f, r)| lines.parse_err(&f, r))?;
+        if let Some(first) = first_line.insert(query.id.clone(), lines.line) {
+            let why = format!("duplicate id {}: first on line {first}", show_id(&query.id));
+            return Err(lines.parse_err("id", why));
+        }
         out.push(query);
     }
     Ok(out)
@@ -922,6 +928,13 @@ mod tests {
             reason.contains(r#""g1""#) && reason.contains("line 2"),
             "{reason}"
         );
+        let p = write(
+            dir.path(),
+            "q.jsonl",
+            "{\"id\": \"q1\", \"text\": \"a\"}\n{\"id\": \"q1\", \"text\": \"b\"}\n",
+        );
+        let reason = parse_reason(read_queries(&p), 2, "id");
+        assert!(reason.contains("first on line 1"), "{reason}");
 
         let p = write(
             dir.path(),
