@@ -29,6 +29,8 @@ use crate::schema::Schema;
 use crate::store::{self, DOCS, HAS_DENSE, STORE_FILE, State, TOMBSTONES};
 
 const LOCK_FILE: &str = "LOCK";
+/// Attempts, 10 ms apart, to take a lock that is held, before `Error::Locked`.
+const LOCK_RETRIES: u32 = 20;
 const DENSE_DIR: &str = "dense";
 const TEXT_DIR: &str = "text";
 const SPARSE_DIR: &str = "sparse";
@@ -157,9 +159,21 @@ impl Database {
             return Err(Error::NotFound(path.to_path_buf()));
         }
         std::fs::create_dir_all(path).map_err(|e| Error::io(path, e))?;
-        let lock = lock(path)?;
-        Self::open_locked(path, create, Some(lock), false)?
-            .ok_or_else(|| Error::Store("a read-write open cannot lag".into()))
+        // A lock can outlive its holder for a moment: a process that forks to run a program
+        // shares its open files, the lock's among them, until the program starts. A holder
+        // that is really there still holds it after the retries.
+        let mut tries = 0;
+        loop {
+            let opened = lock(path).and_then(|lock| {
+                Self::open_locked(path, create.clone(), Some(lock), false)?
+                    .ok_or_else(|| Error::Store("a read-write open cannot lag".into()))
+            });
+            match opened {
+                Err(Error::Locked(_)) if tries < LOCK_RETRIES => tries += 1,
+                other => return other,
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 
     /// Opens the database for reading only, beside a writer that may be running in another
@@ -269,6 +283,14 @@ impl Database {
                 e
             }
         };
+        if read_only
+            && store::read_meta_in(&read)
+                .map_err(damage)?
+                .is_none_or(|(_, now, _)| now != state)
+        {
+            // A writer committed between the two reads: try again on one view.
+            return Ok(None);
+        }
         let dict = store::read_dict(&read).map_err(damage)?.map(Arc::new);
         let mut live = DocSet::new();
         let mut with_dense = DocSet::new();

@@ -94,7 +94,11 @@ fn corrupt(what: &str, reason: impl std::fmt::Display) -> Error {
 
 /// Reads version, schema and state. `Ok(None)` when the store was never initialized.
 pub(crate) fn read_meta(db: &impl ReadableDatabase) -> Result<Option<(Schema, State, u32)>> {
-    let txn = db.begin_read()?;
+    read_meta_in(&db.begin_read()?)
+}
+
+/// [`read_meta`] within the read transaction `txn`.
+pub(crate) fn read_meta_in(txn: &redb::ReadTransaction) -> Result<Option<(Schema, State, u32)>> {
     let table = match txn.open_table(META) {
         Ok(t) => t,
         Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
