@@ -294,17 +294,8 @@ impl Database {
         let dict = store::read_dict(&read).map_err(damage)?.map(Arc::new);
         let mut live = DocSet::new();
         let mut with_dense = DocSet::new();
-        let live_docs = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let live_docs = store::live_docs(&read)?;
-            if read_only {
-                // A read-write open had redb check every page; this one checks the tables.
-                store::check_tables(&read, &live_docs)?;
-            }
-            Ok(live_docs)
-        }))
-        .unwrap_or_else(|_| Err(Error::Store("redb failed reading a damaged page".into())))
-        .map_err(damage)?;
-        for (doc, flags) in live_docs {
+        let live_docs = unwinding(|| store::live_docs(&read)).map_err(damage)?;
+        for &(doc, flags) in &live_docs {
             live.insert(doc);
             if flags & HAS_DENSE != 0 {
                 with_dense.insert(doc);
@@ -330,13 +321,21 @@ impl Database {
                 // A writer checkpointed a later commit since the store was read.
                 return Ok(None);
             }
-            let caught_up = catch_up_sparse(
-                &mut index,
-                &read,
-                &state,
-                &path.join(SPARSE_DIR),
-                dict.as_deref(),
-            );
+            let caught_up = unwinding(|| {
+                catch_up_sparse(
+                    &mut index,
+                    &read,
+                    &state,
+                    &path.join(SPARSE_DIR),
+                    dict.as_deref(),
+                )
+            });
+            // Read-only, catching up writes nothing, so a failure can only be damage.
+            let caught_up = if read_only {
+                Ok(caught_up.map_err(damage)?)
+            } else {
+                caught_up
+            };
             lag(&mut lagging, "sparse", index.committed().0, caught_up)?;
             Some(index)
         } else {
@@ -388,6 +387,11 @@ impl Database {
             lag(&mut lagging, "text", seq, caught_up)?;
         }
 
+        if read_only {
+            // A read-write open had redb check every page; this one checks the tables, once
+            // the rest of the open has succeeded (it may be retried while a writer works).
+            unwinding(|| store::check_tables(&read, &live_docs)).map_err(damage)?;
+        }
         let snapshot = Snapshot {
             state,
             live: Arc::new(live),
@@ -886,6 +890,12 @@ fn at_store(e: Error, path: &Path) -> Error {
         Error::Corrupted { reason, .. } | Error::Store(reason) => Error::corrupted(path, reason),
         other => other,
     }
+}
+
+/// Runs a read of the store, reporting a panic of redb on a damaged page as an error.
+fn unwinding<T>(read: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(read))
+        .unwrap_or_else(|_| Err(Error::Store("redb failed reading a damaged page".into())))
 }
 
 /// Whether `e` is damage found in the store file.
